@@ -1,0 +1,1 @@
+//! dbward's API types.

@@ -1,0 +1,1 @@
+//! Who is calling: JWT/JWKS verification and the caller's Unix uid.

@@ -1,0 +1,6 @@
+//! dbward-sidecar: a Postgres wire-protocol proxy that holds the database credential, identifies the
+//! caller, and gives the policy engine a place to look at every statement and every result row.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod auth;
+pub mod identity;
