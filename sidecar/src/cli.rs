@@ -1,0 +1,138 @@
+//! The command line: `dbward-sidecar run --config FILE` and `dbward-sidecar check --config FILE`.
+
+use std::{net::IpAddr, path::PathBuf, time::Duration};
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::{
+    config::{self, runtime::RunOptions},
+    proxy::Proxy,
+};
+
+/// dbward's Postgres sidecar: holds the database credential, knows who is calling, and relays every
+/// statement through policy.
+#[derive(Debug, Parser)]
+#[command(name = "dbward-sidecar", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "text", env = "DBWARD_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the connections of a config file.
+    Run(RunArgs),
+    /// Check a config file and exit: 0 when it is valid, 1 with the first problem otherwise.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// YAML file of DatabaseConnection, AccessPolicy and Secret documents.
+    #[arg(long, env = "DBWARD_CONFIG")]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// YAML file of DatabaseConnection, AccessPolicy and Secret documents.
+    #[arg(long, env = "DBWARD_CONFIG")]
+    pub config: PathBuf,
+    /// The pod's identity as NAMESPACE/SERVICEACCOUNT: who a caller without a token is.
+    #[arg(long, env = "DBWARD_IDENTITY", default_value = "default/default")]
+    pub identity: String,
+    /// The pod's name, recorded with the ambient identity.
+    #[arg(long, env = "POD_NAME")]
+    pub pod: Option<String>,
+    /// Certificate (PEM) for TLS toward local clients; without it SSLRequest is answered 'N'.
+    #[arg(long, env = "DBWARD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for --tls-cert.
+    #[arg(long, env = "DBWARD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Addresses to listen on (repeatable). Loopback only unless you know why.
+    #[arg(long = "listen", env = "DBWARD_LISTEN", value_delimiter = ',', default_values = ["127.0.0.1", "::1"])]
+    pub listen: Vec<IpAddr>,
+    /// After SIGTERM, how long running sessions may go on before they are closed.
+    #[arg(long, env = "DBWARD_SHUTDOWN_GRACE", default_value = "30s", value_parser = duration)]
+    pub shutdown_grace: Duration,
+    /// Largest statement message (Query, Parse, Bind) accepted, in bytes.
+    #[arg(long, env = "DBWARD_MAX_MESSAGE", default_value_t = 64 * 1024 * 1024)]
+    pub max_message: usize,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    dbward_crds::parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// Checks a config file the way `run` would, without listening.
+pub fn check(args: &CheckArgs) -> Result<()> {
+    let cfg = config::load_file(&args.config)?;
+    let env = |k: &str| std::env::var(k).ok();
+    config::runtime::build(&cfg, &RunOptions::default(), None, &env)?;
+    println!(
+        "{}: {} connection(s), {} policy(ies): valid",
+        args.config.display(),
+        cfg.connections.len(),
+        cfg.policies.len()
+    );
+    Ok(())
+}
+
+/// Loads the config, binds every listener, and serves until SIGTERM or SIGINT.
+pub async fn run(args: RunArgs) -> Result<()> {
+    let started = std::time::Instant::now();
+    let cfg = config::load_file(&args.config)?;
+    let client_tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => Some((
+            std::fs::read(c).with_context(|| format!("reading --tls-cert {}", c.display()))?,
+            std::fs::read(k).with_context(|| format!("reading --tls-key {}", k.display()))?,
+        )),
+        _ => None,
+    };
+    let opts = RunOptions {
+        identity: args.identity,
+        pod: args.pod,
+        client_tls,
+        listen: args.listen,
+        shutdown_grace: args.shutdown_grace,
+        max_message: args.max_message,
+        ..RunOptions::default()
+    };
+    let env = |k: &str| std::env::var(k).ok();
+    let proxy_config = config::runtime::build(&cfg, &opts, None, &env)?;
+    let proxy = Proxy::bind(proxy_config).await?;
+    for (connection, addr) in proxy.local_addrs() {
+        info!(%connection, %addr, "listening");
+    }
+    info!(startup_ms = started.elapsed().as_secs_f64() * 1000.0, "ready");
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signals(shutdown.clone()));
+    proxy.run(shutdown).await;
+    Ok(())
+}
+
+async fn signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers; stop the sidecar with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received"),
+        _ = int.recv() => info!("SIGINT received"),
+    }
+    shutdown.cancel();
+}

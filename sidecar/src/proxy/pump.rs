@@ -1,0 +1,285 @@
+//! One direction of the relay: read bytes, find message boundaries, forward untouched.
+//!
+//! Only messages a [`Handler`] asks for are held until complete and shown to it; every other message
+//! streams through as it arrives, whatever its size, so a 50 MB DataRow costs no more memory than the
+//! read buffer. Forwarded bytes are written straight from the read buffer: no copy, no allocation.
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::RelayError;
+
+/// PostgreSQL's own ceiling for a message length (MaxAllocSize - 1).
+pub const MAX_PROTOCOL_MESSAGE: usize = 0x3fff_ffff;
+const INITIAL_BUFFER: usize = 8 * 1024;
+const MAX_READ_CHUNK: usize = 256 * 1024;
+
+/// What a handler decided about a complete message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Forward the original bytes.
+    Forward,
+    /// Do not forward it.
+    Drop,
+    /// Forward the bytes the handler wrote into the scratch buffer instead (complete messages).
+    Replace,
+}
+
+/// Looks at the messages of one direction.
+pub trait Handler {
+    /// Whether messages with this tag must be held until complete and shown to [`Handler::frame`].
+    fn inspects(&mut self, tag: u8) -> bool;
+    /// The largest message this handler will hold in memory.
+    fn max_inspected(&self) -> usize;
+    /// A complete message (body without tag and length). Replacement bytes go into `scratch`.
+    fn frame(&mut self, tag: u8, body: &[u8], scratch: &mut BytesMut) -> Result<Action, RelayError>;
+    /// Called when the pump has written everything it read and is about to wait for more.
+    fn idle(&mut self, _scratch: &mut BytesMut) {}
+    /// Whether the pump should stop after the message just handled (e.g. the client sent Terminate).
+    fn finished(&self) -> bool {
+        false
+    }
+}
+
+/// Why a pump stopped without an error.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// The reading side closed its end.
+    Eof,
+    /// The handler asked to stop after forwarding (e.g. Terminate).
+    Done,
+}
+
+/// One direction's buffer and framing state.
+pub struct Pump {
+    buf: BytesMut,
+    scratch: BytesMut,
+    /// Bytes of a streamed message still to forward.
+    streaming: usize,
+}
+
+impl Default for Pump {
+    fn default() -> Self {
+        Self::with_buffer(BytesMut::new())
+    }
+}
+
+impl Pump {
+    /// A pump whose buffer already holds bytes read during startup.
+    pub fn with_buffer(buf: BytesMut) -> Self {
+        Self { buf, scratch: BytesMut::new(), streaming: 0 }
+    }
+
+    /// Whether the pump sits between messages (nothing half-forwarded).
+    pub fn at_boundary(&self) -> bool {
+        self.streaming == 0
+    }
+
+    /// Runs until EOF, a handler stop, or an error.
+    pub async fn run<R, W, H>(&mut self, rd: &mut R, wr: &mut W, h: &mut H) -> Result<Stop, RelayError>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+        H: Handler,
+    {
+        let mut chunk = INITIAL_BUFFER;
+        loop {
+            if !self.buf.is_empty() {
+                let need = self.process(wr, h).await?;
+                if h.finished() {
+                    wr.flush().await.map_err(RelayError::Write)?;
+                    return Ok(Stop::Done);
+                }
+                if need > self.buf.capacity() {
+                    self.buf.reserve(need - self.buf.len());
+                }
+            }
+            if self.buf.is_empty() {
+                self.scratch.clear();
+                h.idle(&mut self.scratch);
+                if !self.scratch.is_empty() {
+                    wr.write_all(&self.scratch).await.map_err(RelayError::Write)?;
+                }
+            }
+            if self.buf.capacity() - self.buf.len() < chunk / 2 {
+                self.buf.reserve(chunk);
+            }
+            let n = rd.read_buf(&mut self.buf).await.map_err(RelayError::Read)?;
+            if n == 0 {
+                return Ok(Stop::Eof);
+            }
+            // Grow the read size while reads fill the buffer (bulk results), up to a bound.
+            if n >= chunk / 2 && chunk < MAX_READ_CHUNK {
+                chunk *= 2;
+            }
+        }
+    }
+
+    /// Forwards every complete or streamable message in the buffer. Returns the buffer size needed to
+    /// hold the next inspected message whole (0 when no message is pending).
+    async fn process<W, H>(&mut self, wr: &mut W, h: &mut H) -> Result<usize, RelayError>
+    where
+        W: AsyncWrite + Unpin,
+        H: Handler,
+    {
+        let mut pos = 0;
+        let mut flushed = 0;
+        let mut need = 0;
+        let len = self.buf.len();
+        while pos < len {
+            if self.streaming > 0 {
+                let n = self.streaming.min(len - pos);
+                pos += n;
+                self.streaming -= n;
+                continue;
+            }
+            if len - pos < 5 {
+                need = 5;
+                break;
+            }
+            let tag = self.buf[pos];
+            let declared = u32::from_be_bytes([
+                self.buf[pos + 1],
+                self.buf[pos + 2],
+                self.buf[pos + 3],
+                self.buf[pos + 4],
+            ]) as usize;
+            if !(4..=MAX_PROTOCOL_MESSAGE).contains(&declared) {
+                return Err(RelayError::BadLength { tag, length: declared });
+            }
+            let total = declared + 1;
+            if !h.inspects(tag) {
+                let n = total.min(len - pos);
+                pos += n;
+                self.streaming = total - n;
+                continue;
+            }
+            if declared > h.max_inspected() {
+                return Err(RelayError::TooLarge { tag, length: declared, limit: h.max_inspected() });
+            }
+            if len - pos < total {
+                need = total;
+                break;
+            }
+            self.scratch.clear();
+            let action = h.frame(tag, &self.buf[pos + 5..pos + total], &mut self.scratch)?;
+            match action {
+                Action::Forward => pos += total,
+                Action::Drop | Action::Replace => {
+                    if flushed < pos {
+                        wr.write_all(&self.buf[flushed..pos]).await.map_err(RelayError::Write)?;
+                    }
+                    if action == Action::Replace {
+                        wr.write_all(&self.scratch).await.map_err(RelayError::Write)?;
+                    }
+                    pos += total;
+                    flushed = pos;
+                }
+            }
+            if h.finished() {
+                break;
+            }
+        }
+        if flushed < pos {
+            wr.write_all(&self.buf[flushed..pos]).await.map_err(RelayError::Write)?;
+        }
+        self.buf.advance(pos);
+        Ok(need)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Uppercases Query text, drops Flush, records what it saw.
+    #[derive(Default)]
+    struct Upper {
+        seen: Vec<u8>,
+    }
+
+    impl Handler for Upper {
+        fn inspects(&mut self, tag: u8) -> bool {
+            matches!(tag, b'Q' | b'H')
+        }
+        fn max_inspected(&self) -> usize {
+            64
+        }
+        fn frame(&mut self, tag: u8, body: &[u8], scratch: &mut BytesMut) -> Result<Action, RelayError> {
+            self.seen.push(tag);
+            if tag == b'H' {
+                return Ok(Action::Drop);
+            }
+            scratch.extend_from_slice(&[b'Q']);
+            scratch.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+            scratch.extend(body.iter().map(u8::to_ascii_uppercase));
+            Ok(Action::Replace)
+        }
+    }
+
+    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![tag];
+        v.extend((body.len() as u32 + 4).to_be_bytes());
+        v.extend(body);
+        v
+    }
+
+    /// Feeds `input` in pieces of `split` bytes through a pump and returns what came out.
+    async fn pump(input: &[u8], split: usize) -> (Result<Stop, RelayError>, Vec<u8>, Vec<u8>) {
+        let (mut client, mut server) = tokio::io::duplex(1 << 20);
+        let input = input.to_vec();
+        let writer = tokio::spawn(async move {
+            for piece in input.chunks(split.max(1)) {
+                client.write_all(piece).await.unwrap();
+                client.flush().await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        });
+        let mut out = Vec::new();
+        let mut h = Upper::default();
+        let mut p = Pump::default();
+        let r = p.run(&mut server, &mut out, &mut h).await;
+        writer.await.unwrap();
+        (r, out, h.seen)
+    }
+
+    #[tokio::test]
+    async fn split_reads_give_the_same_result_at_every_split() {
+        let mut input = msg(b'Q', b"select 1\0");
+        input.extend(msg(b'd', &[7u8; 300]));
+        input.extend(msg(b'H', b""));
+        input.extend(msg(b'S', b""));
+        input.extend(msg(b'Q', b"x\0"));
+        let mut expected = msg(b'Q', b"SELECT 1\0");
+        expected.extend(msg(b'd', &[7u8; 300]));
+        expected.extend(msg(b'S', b""));
+        expected.extend(msg(b'Q', b"X\0"));
+        for split in [1, 2, 3, 4, 5, 6, 7, 13, 64, 1000] {
+            let (r, out, seen) = pump(&input, split).await;
+            assert_eq!(r.unwrap(), Stop::Eof, "split {split}");
+            assert_eq!(out, expected, "split {split}");
+            assert_eq!(seen, b"QHQ", "split {split}");
+        }
+    }
+
+    #[tokio::test]
+    async fn large_uninspected_messages_stream_without_buffering() {
+        let big = vec![1u8; 3 * 1024 * 1024];
+        let input = msg(b'D', &big);
+        let (r, out, _) = pump(&input, 64 * 1024).await;
+        assert_eq!(r.unwrap(), Stop::Eof);
+        assert_eq!(out, input);
+    }
+
+    #[tokio::test]
+    async fn bad_lengths_end_the_connection() {
+        let (r, _, _) = pump(&[b'Q', 0, 0, 0, 3], 5).await;
+        assert!(matches!(r, Err(RelayError::BadLength { tag: b'Q', length: 3 })));
+        let (r, _, _) = pump(&[b'd', 0x40, 0, 0, 0], 5).await;
+        assert!(matches!(r, Err(RelayError::BadLength { .. })));
+        // Inspected messages above the handler's limit are refused before they are buffered.
+        let input = msg(b'Q', &[b'a'; 100]);
+        let (r, _, _) = pump(&input, 7).await;
+        assert!(matches!(r, Err(RelayError::TooLarge { tag: b'Q', length: 104, limit: 64 })));
+    }
+}
