@@ -1,0 +1,296 @@
+//! Shared by the sidecar's integration tests: a proxy running in this process in front of a real
+//! PostgreSQL from the testkit, and a few raw-protocol helpers.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use bytes::{BufMut, BytesMut};
+use dbward_sidecar::{
+    auth::ScramClient,
+    config::{self, runtime::RunOptions},
+    proxy::{Proxy, hook::SessionHooks},
+};
+use dbward_testkit::TestPostgres;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+use tokio_util::sync::CancellationToken;
+
+/// A proxy serving one connection in this process. Stops when dropped.
+pub struct TestProxy {
+    pub addr: SocketAddr,
+    pub stop: CancellationToken,
+    pub task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl TestProxy {
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// libpq / tokio-postgres connection string to the proxy.
+    pub fn conn_string(&self, user: &str, dbname: &str) -> String {
+        format!("host=127.0.0.1 port={} user={user} dbname={dbname} connect_timeout=10", self.port())
+    }
+
+    /// The usual client: user "app", database "shop", no password (ambient identity).
+    pub fn app(&self) -> String {
+        self.conn_string("app", "shop")
+    }
+}
+
+/// Config YAML for one connection named `orders` to `pg`, with extra `spec` lines appended.
+pub fn connection_yaml(pg: &TestPostgres, spec_extra: &str) -> String {
+    format!(
+        r#"apiVersion: dbward.dev/v1alpha1
+kind: DatabaseConnection
+metadata: {{name: orders}}
+spec:
+  host: 127.0.0.1
+  port: {port}
+  database: shop
+  localPort: 15432
+  credentialsSecretRef: {{name: orders-db}}
+{spec_extra}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: orders-db}}
+stringData:
+  username: {user}
+  password: {password}
+"#,
+        port = pg.port(),
+        user = pg.app_user(),
+        password = pg.app_password(),
+    )
+}
+
+/// Starts a proxy for config `yaml` on a free port.
+pub async fn start_proxy_with(yaml: &str, opts: RunOptions, hooks: Option<Arc<dyn SessionHooks>>) -> TestProxy {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let cfg = config::parse_str(yaml).unwrap();
+    let env = |_: &str| None;
+    let mut pc = config::runtime::build(&cfg, &opts, hooks, &env).unwrap();
+    for c in &mut pc.connections {
+        c.1 = 0;
+    }
+    pc.listen = vec!["127.0.0.1".parse().unwrap()];
+    let proxy = Proxy::bind(pc).await.unwrap();
+    let addr = proxy.local_addrs()[0].1;
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(proxy.run(stop.clone()));
+    TestProxy { addr, stop, task: Some(task) }
+}
+
+/// A proxy with plain TLS-less upstream to the shared PostgreSQL.
+pub async fn start_proxy() -> TestProxy {
+    let pg = dbward_testkit::shared();
+    start_proxy_with(&connection_yaml(pg, "  tls: {mode: disable}"), RunOptions::default(), None).await
+}
+
+pub async fn start_hooked_proxy(hooks: Arc<dyn SessionHooks>) -> TestProxy {
+    let pg = dbward_testkit::shared();
+    start_proxy_with(&connection_yaml(pg, "  tls: {mode: disable}"), RunOptions::default(), Some(hooks)).await
+}
+
+/// tokio-postgres client, with its connection driven in the background.
+pub async fn connect(conn: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(conn, tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// The SQLSTATE of a tokio-postgres error, if it came from the server (or the sidecar).
+pub fn code(e: &tokio_postgres::Error) -> Option<String> {
+    e.as_db_error().map(|d| d.code().code().to_owned())
+}
+
+/// A raw protocol client: writes frames, reads everything up to a ReadyForQuery.
+pub struct Raw {
+    pub stream: TcpStream,
+    pub buf: BytesMut,
+}
+
+pub fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut v = vec![tag];
+    v.extend(u32::try_from(body.len() + 4).unwrap().to_be_bytes());
+    v.extend(body);
+    v
+}
+
+pub fn cstr(s: &str) -> Vec<u8> {
+    let mut v = s.as_bytes().to_vec();
+    v.push(0);
+    v
+}
+
+pub fn query(sql: &str) -> Vec<u8> {
+    frame(b'Q', &cstr(sql))
+}
+
+pub fn parse(name: &str, sql: &str) -> Vec<u8> {
+    let mut b = cstr(name);
+    b.extend(cstr(sql));
+    b.extend(0i16.to_be_bytes());
+    frame(b'P', &b)
+}
+
+/// Bind with text parameters (None = NULL) and text results.
+pub fn bind(portal: &str, stmt: &str, params: &[Option<&str>]) -> Vec<u8> {
+    let mut b = cstr(portal);
+    b.extend(cstr(stmt));
+    b.extend(0i16.to_be_bytes());
+    b.extend(i16::try_from(params.len()).unwrap().to_be_bytes());
+    for p in params {
+        match p {
+            Some(v) => {
+                b.extend(i32::try_from(v.len()).unwrap().to_be_bytes());
+                b.extend(v.as_bytes());
+            }
+            None => b.extend((-1i32).to_be_bytes()),
+        }
+    }
+    b.extend(0i16.to_be_bytes());
+    frame(b'B', &b)
+}
+
+pub fn execute(portal: &str) -> Vec<u8> {
+    let mut b = cstr(portal);
+    b.extend(0i32.to_be_bytes());
+    frame(b'E', &b)
+}
+
+pub fn describe_portal(portal: &str) -> Vec<u8> {
+    let mut b = vec![b'P'];
+    b.extend(cstr(portal));
+    frame(b'D', &b)
+}
+
+pub fn sync() -> Vec<u8> {
+    frame(b'S', b"")
+}
+
+/// One backend message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Msg {
+    pub tag: u8,
+    pub body: Vec<u8>,
+}
+
+impl Msg {
+    /// For ErrorResponse/NoticeResponse: a field's value.
+    pub fn field(&self, f: u8) -> Option<String> {
+        let mut i = 0;
+        while i < self.body.len() && self.body[i] != 0 {
+            let t = self.body[i];
+            let end = self.body[i + 1..].iter().position(|&b| b == 0)? + i + 1;
+            if t == f {
+                return Some(String::from_utf8_lossy(&self.body[i + 1..end]).into_owned());
+            }
+            i = end + 1;
+        }
+        None
+    }
+
+    pub fn code(&self) -> Option<String> {
+        self.field(b'C')
+    }
+}
+
+impl Raw {
+    /// Connects and completes startup with the given parameters (no password).
+    pub async fn startup(addr: SocketAddr, params: &[(&str, &str)], password: Option<&str>) -> Raw {
+        let mut r = Raw { stream: TcpStream::connect(addr).await.unwrap(), buf: BytesMut::new() };
+        let mut body = BytesMut::new();
+        body.put_i32(196_608);
+        for (k, v) in params {
+            body.extend(cstr(k));
+            body.extend(cstr(v));
+        }
+        body.put_u8(0);
+        let mut pkt = (u32::try_from(body.len() + 4).unwrap()).to_be_bytes().to_vec();
+        pkt.extend(&body);
+        r.stream.write_all(&pkt).await.unwrap();
+        let mut scram: Option<ScramClient> = None;
+        loop {
+            let m = r.read().await.expect("startup answer");
+            match m.tag {
+                b'R' if m.body[..4] == [0, 0, 0, 3] => {
+                    let pw = password.expect("server asked for a password");
+                    r.send(&frame(b'p', &cstr(pw))).await;
+                }
+                b'R' if m.body[..4] == [0, 0, 0, 10] => {
+                    let pw = password.expect("server asked for a password");
+                    let client = scram.insert(ScramClient::new(pw));
+                    let first = client.client_first();
+                    let mut b = cstr("SCRAM-SHA-256");
+                    b.extend(i32::try_from(first.len()).unwrap().to_be_bytes());
+                    b.extend(first);
+                    r.send(&frame(b'p', &b)).await;
+                }
+                b'R' if m.body[..4] == [0, 0, 0, 11] => {
+                    let last = scram.as_mut().unwrap().server_first(&m.body[4..]).unwrap();
+                    r.send(&frame(b'p', &last)).await;
+                }
+                b'R' => {}
+                b'Z' => break,
+                b'E' => panic!("startup failed: {:?}", m.field(b'M')),
+                _ => {}
+            }
+        }
+        r
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    /// Reads one message; None on EOF.
+    pub async fn read(&mut self) -> Option<Msg> {
+        loop {
+            if self.buf.len() >= 5 {
+                let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+                if self.buf.len() > len {
+                    let m = self.buf.split_to(len + 1);
+                    return Some(Msg { tag: m[0], body: m[5..].to_vec() });
+                }
+            }
+            let n = tokio::time::timeout(Duration::from_secs(30), self.stream.read_buf(&mut self.buf))
+                .await
+                .expect("read timed out")
+                .ok()?;
+            if n == 0 {
+                return None;
+            }
+        }
+    }
+
+    /// Reads messages up to and including the `n`-th ReadyForQuery.
+    pub async fn until_ready(&mut self, n: usize) -> Vec<Msg> {
+        let mut out = Vec::new();
+        let mut seen = 0;
+        while seen < n {
+            let m = self.read().await.expect("connection closed before ReadyForQuery");
+            if m.tag == b'Z' {
+                seen += 1;
+            }
+            out.push(m);
+        }
+        out
+    }
+}
+
+/// Tags of a message list as a string, e.g. "1 2 T D C Z".
+pub fn tags(msgs: &[Msg]) -> String {
+    msgs.iter().map(|m| char::from(m.tag).to_string()).collect::<Vec<_>>().join(" ")
+}
