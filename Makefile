@@ -1,0 +1,20 @@
+# The README's commands. Each works on a fresh machine: scripts/ensure-postgres.sh installs what the
+# demo, the tests and the benchmark need (PostgreSQL, psql, pgbench, PgBouncer from Debian's packages).
+
+.PHONY: demo test bench crds
+
+## Run the demo: a throwaway PostgreSQL with sample data and dbward-sidecar in front of it.
+demo:
+	scripts/demo.sh
+
+## The whole test suite, as CI runs it.
+test:
+	scripts/ensure-postgres.sh
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+	cargo test --workspace --locked
+	scripts/demo.sh --smoke
+
+## Regenerate crds/*.yaml and charts/dbward/crds/*.yaml from the Rust types.
+crds:
+	DBWARD_UPDATE_CRDS=1 cargo test -p dbward-crds --test crds

@@ -1,0 +1,295 @@
+//! The `dbward-sidecar` binary: config errors, serving psql and pgbench, and SIGTERM.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use common::{code, connect, connection_yaml};
+use dbward_testkit::shared;
+
+const BIN: &str = env!("CARGO_BIN_EXE_dbward-sidecar");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn temp_file(name: &str, text: &str) -> (PathBuf, TempDir) {
+    let dir = TempDir::new();
+    let path = dir.0.join(name);
+    std::fs::File::create(&path)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    (path, dir)
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        let mut b = [0u8; 8];
+        aws_lc_rs::rand::fill(&mut b).unwrap();
+        let p = std::env::temp_dir().join(format!(
+            "dbward-cli-{}",
+            b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running sidecar process; killed when dropped.
+struct Sidecar {
+    child: Child,
+    port: u16,
+    stderr: mpsc::Receiver<String>,
+    _dir: TempDir,
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Sidecar {
+    fn start(extra_args: &[&str]) -> Sidecar {
+        let pg = shared();
+        let port = free_port();
+        let yaml = connection_yaml(pg, "  tls: {mode: disable}")
+            .replace("localPort: 15432", &format!("localPort: {port}"));
+        let (path, dir) = temp_file("dbward.yaml", &yaml);
+        let mut child = Command::new(BIN)
+            .args([
+                "run",
+                "--config",
+                path.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1",
+                "--identity",
+                "ci/agent",
+            ])
+            .args(extra_args)
+            .env("DBWARD_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let s = Sidecar {
+            child,
+            port,
+            stderr: rx,
+            _dir: dir,
+        };
+        s.wait_for("ready");
+        s
+    }
+
+    /// Waits for a log line containing `needle`; returns it.
+    fn wait_for(&self, needle: &str) -> String {
+        loop {
+            match self.stderr.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no log line with {needle:?}: {e}"),
+            }
+        }
+    }
+
+    fn conn(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=ci dbname=orders connect_timeout=10",
+            self.port
+        )
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+
+    async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sidecar did not exit in time"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[test]
+fn bad_config_is_refused_with_the_document_and_field() {
+    let pg = shared();
+    let yaml = connection_yaml(pg, "  tls: {mode: verify}");
+    let (path, _dir) = temp_file("bad.yaml", &yaml);
+    for sub in ["check", "run"] {
+        let out = Command::new(BIN)
+            .args([sub, "--config", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{sub}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("bad.yaml: document 1 (DatabaseConnection \"orders\"): spec.tls.mode: unknown variant `verify`"),
+            "{sub}: {err}"
+        );
+    }
+    let out = Command::new(BIN)
+        .args(["run", "--config", "/nonexistent/dbward.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("/nonexistent/dbward.yaml: cannot read the config file")
+    );
+
+    let good = connection_yaml(pg, "  tls: {mode: disable}");
+    let (path, _dir) = temp_file("good.yaml", &good);
+    let out = Command::new(BIN)
+        .args(["check", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn psql_and_pgbench_in_all_three_modes() {
+    let pg = shared();
+    let s = Sidecar::start(&[]);
+    let out = Command::new(pg.psql_path())
+        .args([
+            "-X",
+            "-At",
+            &s.conn(),
+            "-c",
+            "select count(*) from customers",
+            "-c",
+            "\\copy (select id from products order by id limit 3) to stdout",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "300\n1\n2\n3\n");
+
+    let (script, _dir) = temp_file(
+        "bench.sql",
+        "\\set id random(1, 300)\nselect email from customers where id = :id;\nbegin;\nselect count(*) from orders where customer_id = :id;\ncommit;\n",
+    );
+    for mode in ["simple", "extended", "prepared"] {
+        let out = Command::new(pg.pgbench_path())
+            .args([
+                "-n",
+                "-c",
+                "4",
+                "-j",
+                "2",
+                "-t",
+                "50",
+                "-M",
+                mode,
+                "-f",
+                script.to_str().unwrap(),
+            ])
+            .args(["-h", "127.0.0.1", "-p", &s.port.to_string(), "-U", "ci", "orders"])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{mode}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("number of transactions actually processed: 200/200"),
+            "{mode}: {stdout}"
+        );
+        assert!(
+            stdout.contains("number of failed transactions: 0"),
+            "{mode}: {stdout}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sigterm_drains_sessions_then_exits() {
+    let mut s = Sidecar::start(&["--shutdown-grace", "30s"]);
+    let c = connect(&s.conn()).await.unwrap();
+    c.batch_execute("begin; create temp table during (x int)")
+        .await
+        .unwrap();
+    s.signal("-TERM");
+    s.wait_for("shutting down");
+    // New sessions are refused; the one running finishes its work.
+    assert!(connect(&s.conn()).await.is_err());
+    c.batch_execute("insert into during values (1); commit")
+        .await
+        .unwrap();
+    assert_eq!(
+        c.query_one("select count(*) from during", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        1
+    );
+    drop(c);
+    let status = s.wait_exit(Duration::from_secs(10)).await;
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test]
+async fn sessions_outliving_the_grace_period_are_told_why() {
+    let mut s = Sidecar::start(&["--shutdown-grace", "500ms"]);
+    let c = connect(&s.conn()).await.unwrap();
+    s.signal("-TERM");
+    s.wait_for("grace period over");
+    let e = c.simple_query("select 1").await.unwrap_err();
+    let why = e
+        .as_db_error()
+        .map(|d| (d.code().code().to_owned(), d.message().to_owned()));
+    // Either the FATAL arrived before the query (and is reported on it) or the connection is gone.
+    if let Some((code, message)) = why {
+        assert_eq!(code, "57P01");
+        assert!(message.contains("shutting down"), "{message}");
+    } else {
+        assert!(e.is_closed() || code(&e).is_none(), "{e}");
+    }
+    let status = s.wait_exit(Duration::from_secs(10)).await;
+    assert!(status.success(), "{status}");
+}
