@@ -3,4 +3,8 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod auth;
+pub mod cli;
+pub mod config;
 pub mod identity;
+pub mod proxy;
+pub mod tls;

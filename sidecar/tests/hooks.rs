@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::{BufMut, BytesMut};
 use common::*;
 use dbward_sidecar::proxy::hook::{
-    ResultHook, RowAction, SessionHooks, SessionInfo, Statement, StatementHook, Verdict,
+    Hooks, ResultHook, RowAction, SessionHooks, SessionInfo, Statement, StatementHook, Verdict,
 };
 
 /// Refuses any statement whose text contains "forbidden", and any Bind with a parameter "secret".
@@ -25,7 +25,7 @@ impl StatementHook for Checker {
             Statement::Simple { sql } | Statement::Parse { sql, .. } if sql.contains("forbidden") => {
                 deny("forbidden text")
             }
-            Statement::Bind { params, .. } if params.iter().any(|p| *p == Some(&b"secret"[..])) => {
+            Statement::Bind { bind, .. } if bind.params().any(|p| p == Some(&b"secret"[..])) => {
                 deny("secret parameter")
             }
             _ => Verdict::Allow,
@@ -58,8 +58,8 @@ impl ResultHook for Masker {
 }
 
 impl SessionHooks for TestPolicy {
-    fn open(&self, _: &SessionInfo) -> (Option<Box<dyn StatementHook>>, Option<Box<dyn ResultHook>>) {
-        (Some(Box::new(Checker)), Some(Box::new(Masker { active: false })))
+    fn open(&self, _: &SessionInfo) -> Hooks {
+        Hooks { statements: Some(Box::new(Checker)), results: Some(Box::new(Masker { active: false })) }
     }
 }
 

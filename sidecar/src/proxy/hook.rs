@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 
 use bytes::BytesMut;
 
-use super::messages::frontend::Format;
+use super::messages::frontend::Bind;
 use crate::identity::CallerIdentity;
 
 /// Who opened a session, on which connection: handed to [`SessionHooks::open`].
@@ -32,16 +32,14 @@ pub enum Statement<'a> {
     /// A simple-protocol `Query`: one or more statements separated by `;`.
     Simple { sql: &'a str },
     /// An extended-protocol `Parse`.
-    Parse { name: &'a str, sql: &'a str, param_types: &'a [u32] },
-    /// A `Bind`: the statement it binds (text when known) and its parameters.
-    Bind {
-        portal: &'a str,
-        statement: &'a str,
-        sql: Option<&'a str>,
-        params: &'a [Option<&'a [u8]>],
-        param_formats: &'a [Format],
-        result_formats: &'a [Format],
+    Parse {
+        name: &'a str,
+        sql: &'a str,
+        param_types: &'a [u32],
     },
+    /// A `Bind`: the statement it binds (text when known) and the message, whose parameters are read
+    /// with [`Bind::params`] and [`Bind::param_format`].
+    Bind { sql: Option<&'a str>, bind: Bind<'a> },
     /// An `Execute` of a portal (text when known).
     Execute { portal: &'a str, sql: Option<&'a str>, max_rows: i32 },
     /// A `FunctionCall` (fast-path function call) by OID.
@@ -87,7 +85,14 @@ pub trait ResultHook: Send {
     fn result_end(&mut self) {}
 }
 
+/// The two halves of one session's hooks; either may be absent.
+#[derive(Default)]
+pub struct Hooks {
+    pub statements: Option<Box<dyn StatementHook>>,
+    pub results: Option<Box<dyn ResultHook>>,
+}
+
 /// Makes the hooks of each new session.
 pub trait SessionHooks: Send + Sync + 'static {
-    fn open(&self, session: &SessionInfo) -> (Option<Box<dyn StatementHook>>, Option<Box<dyn ResultHook>>);
+    fn open(&self, session: &SessionInfo) -> Hooks;
 }

@@ -210,7 +210,7 @@ mod tests {
             if tag == b'H' {
                 return Ok(Action::Drop);
             }
-            scratch.extend_from_slice(&[b'Q']);
+            scratch.extend_from_slice(b"Q");
             scratch.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
             scratch.extend(body.iter().map(u8::to_ascii_uppercase));
             Ok(Action::Replace)

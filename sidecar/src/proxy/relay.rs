@@ -270,14 +270,10 @@ impl Handler for ClientToServer {
             fe::BIND => {
                 self.catch_up_transactions();
                 let b = frontend::bind(body)?;
-                let verdict = check(&mut self.hook, &Statement::Bind {
-                    portal: b.portal,
-                    statement: b.statement,
-                    sql: self.state.statement(b.statement),
-                    params: &b.params,
-                    param_formats: &b.param_formats,
-                    result_formats: &b.result_formats,
-                });
+                let verdict = check(
+                    &mut self.hook,
+                    &Statement::Bind { sql: self.state.statement(b.statement), bind: b },
+                );
                 if let Some(a) = self.verdict_action(verdict, false, scratch) {
                     return Ok(a);
                 }

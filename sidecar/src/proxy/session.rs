@@ -12,7 +12,7 @@ use tracing::{debug, info, warn};
 use super::{
     RelayError,
     cancel::{CancelRegistry, CancelTarget},
-    hook::{SessionHooks, SessionInfo},
+    hook::{Hooks, SessionHooks, SessionInfo},
     io::{ReadError, read_message, read_packet, send},
     messages::{
         backend,
@@ -125,7 +125,7 @@ pub async fn serve(
         return;
     }
 
-    let (statement_hook, result_hook) = match shared.hooks.as_ref() {
+    let Hooks { statements: statement_hook, results: result_hook } = match shared.hooks.as_ref() {
         Some(h) => h.open(&SessionInfo {
             connection: conn.name.clone(),
             identity: identity.clone(),
@@ -133,7 +133,7 @@ pub async fn serve(
             client_user,
             application_name,
         }),
-        None => (None, None),
+        None => Hooks::default(),
     };
     let nonce = session_nonce();
     let mut server = upstream.stream;

@@ -59,76 +59,122 @@ pub enum Format {
     Binary,
 }
 
-impl Format {
-    fn from_code(code: i16, r: &Reader<'_>) -> Result<Self, Malformed> {
-        match code {
-            0 => Ok(Format::Text),
-            1 => Ok(Format::Binary),
-            _ => Err(r.err("format code must be 0 or 1")),
-        }
-    }
-}
-
-/// `Bind`: create a portal from a prepared statement and parameter values. Values borrow the frame.
-#[derive(Debug, PartialEq, Eq)]
+/// `Bind`: create a portal from a prepared statement and parameter values. Decoding checks the whole
+/// message once and keeps slices of the frame, so nothing is allocated; values are read on demand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bind<'a> {
     pub portal: &'a str,
     pub statement: &'a str,
-    /// Per-parameter format: empty = all text, one = applies to all, else one per parameter.
-    pub param_formats: Vec<Format>,
-    /// Parameter values; `None` is SQL NULL.
-    pub params: Vec<Option<&'a [u8]>>,
-    pub result_formats: Vec<Format>,
+    /// Number of parameter format codes: 0 = all text, 1 = applies to all, else one per parameter.
+    format_count: usize,
+    formats: &'a [u8],
+    /// Number of parameter values.
+    param_count: usize,
+    values: &'a [u8],
+    result_count: usize,
+    results: &'a [u8],
 }
 
-impl Bind<'_> {
+impl<'a> Bind<'a> {
     /// The format of parameter `i`, following the protocol's rules for 0, 1 or N format codes.
     pub fn param_format(&self, i: usize) -> Format {
-        match self.param_formats.len() {
-            0 => Format::Text,
-            1 => self.param_formats[0],
-            _ => self.param_formats.get(i).copied().unwrap_or(Format::Text),
+        let at = match self.format_count {
+            0 => return Format::Text,
+            1 => 0,
+            _ => i,
+        };
+        match self.formats.get(at * 2..at * 2 + 2) {
+            Some([0, 1]) => Format::Binary,
+            _ => Format::Text,
         }
+    }
+
+    pub fn param_count(&self) -> usize {
+        self.param_count
+    }
+
+    /// Parameter values in order; `None` is SQL NULL.
+    pub fn params(&self) -> Params<'a> {
+        Params { buf: self.values, left: self.param_count }
     }
 
     /// Whether any result column is requested in binary.
     pub fn any_binary_result(&self) -> bool {
-        self.result_formats.contains(&Format::Binary)
+        self.results.chunks_exact(2).any(|c| c == [0, 1])
     }
+
+    /// Number of result format codes (0 = all text, 1 = applies to all, else one per column).
+    pub fn result_format_count(&self) -> usize {
+        self.result_count
+    }
+}
+
+/// The parameter values of a [`Bind`], already checked by [`bind`].
+#[derive(Debug, Clone)]
+pub struct Params<'a> {
+    buf: &'a [u8],
+    left: usize,
+}
+
+impl<'a> Iterator for Params<'a> {
+    type Item = Option<&'a [u8]>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 || self.buf.len() < 4 {
+            return None;
+        }
+        self.left -= 1;
+        let len = i32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
+        self.buf = &self.buf[4..];
+        if len < 0 {
+            return Some(None);
+        }
+        let len = (len as usize).min(self.buf.len());
+        let (v, rest) = self.buf.split_at(len);
+        self.buf = rest;
+        Some(Some(v))
+    }
+}
+
+fn formats<'a>(r: &mut Reader<'a>) -> Result<(usize, &'a [u8]), Malformed> {
+    let n = r.count()?;
+    let raw = r.bytes(n * 2)?;
+    if raw.chunks_exact(2).any(|c| c != [0, 0] && c != [0, 1]) {
+        return Err(r.err("format code must be 0 or 1"));
+    }
+    Ok((n, raw))
 }
 
 pub fn bind(body: &[u8]) -> Result<Bind<'_>, Malformed> {
     let mut r = Reader::new(body, "Bind");
     let portal = r.cstr()?;
     let statement = r.cstr()?;
-    let nf = r.count()?;
-    let mut param_formats = Vec::with_capacity(nf.min(64));
-    for _ in 0..nf {
-        let c = r.i16()?;
-        param_formats.push(Format::from_code(c, &r)?);
-    }
-    let np = r.count()?;
-    if nf > 1 && nf != np {
+    let (format_count, formats_raw) = formats(&mut r)?;
+    let param_count = r.count()?;
+    if format_count > 1 && format_count != param_count {
         return Err(r.err("parameter format count does not match parameter count"));
     }
-    let mut params = Vec::with_capacity(np.min(64));
-    for _ in 0..np {
+    let values_start = r.remaining();
+    for _ in 0..param_count {
         let len = r.i32()?;
-        if len == -1 {
-            params.push(None);
-        } else {
+        if len != -1 {
             let len = usize::try_from(len).map_err(|_| r.err("negative parameter length"))?;
-            params.push(Some(r.bytes(len)?));
+            r.bytes(len)?;
         }
     }
-    let nr = r.count()?;
-    let mut result_formats = Vec::with_capacity(nr.min(64));
-    for _ in 0..nr {
-        let c = r.i16()?;
-        result_formats.push(Format::from_code(c, &r)?);
-    }
+    let values = &values_start[..values_start.len() - r.remaining().len()];
+    let (result_count, results) = formats(&mut r)?;
     r.finish()?;
-    Ok(Bind { portal, statement, param_formats, params, result_formats })
+    Ok(Bind {
+        portal,
+        statement,
+        format_count,
+        formats: formats_raw,
+        param_count,
+        values,
+        result_count,
+        results,
+    })
 }
 
 /// `Execute`: run a portal.
@@ -226,7 +272,8 @@ mod tests {
         let bind = bind(&b).unwrap();
         assert_eq!(bind.portal, "p");
         assert_eq!(bind.statement, "s");
-        assert_eq!(bind.params, vec![Some(&b"abc"[..]), None]);
+        assert_eq!(bind.params().collect::<Vec<_>>(), vec![Some(&b"abc"[..]), None]);
+        assert_eq!(bind.param_count(), 2);
         assert_eq!(bind.param_format(0), Format::Text);
         assert_eq!(bind.param_format(1), Format::Binary);
         assert!(bind.any_binary_result());
