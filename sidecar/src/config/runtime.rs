@@ -127,6 +127,7 @@ fn connection(
             tls: tls_config,
             server_name,
             connect_timeout: opts.connect_timeout,
+            scram_cache: Default::default(),
         }),
         allow_ambient: spec.identity.allow_ambient,
         verifier,

@@ -63,6 +63,8 @@ pub struct UpstreamTarget {
     pub tls: Option<Arc<ClientConfig>>,
     pub server_name: Option<ServerName<'static>>,
     pub connect_timeout: Duration,
+    /// The SCRAM key derived for this credential, reused across logins.
+    pub scram_cache: scram::SaltedPasswordCache,
 }
 
 /// Opening the upstream session failed.
@@ -225,7 +227,7 @@ async fn login(stream: &mut UpstreamStream, target: &UpstreamTarget) -> Result<L
                     auth::SASL_CONTINUE => {
                         let client =
                             scram.as_mut().ok_or(UpstreamError::Protocol("SASLContinue without SASL"))?;
-                        let last = client.server_first(rest)?;
+                        let last = client.server_first_cached(rest, Some(&target.scram_cache))?;
                         put_message(&mut out, fe::PASSWORD, |b| b.extend_from_slice(&last));
                     }
                     auth::SASL_FINAL => {

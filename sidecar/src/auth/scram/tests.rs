@@ -24,6 +24,27 @@ fn rfc7677_vector() {
 }
 
 #[test]
+fn cached_salted_password_gives_the_same_exchange() {
+    let cache = SaltedPasswordCache::default();
+    for _ in 0..2 {
+        let mut client = rfc_client();
+        assert_eq!(client.server_first_cached(RFC_SERVER_FIRST, Some(&cache)).unwrap(), RFC_CLIENT_FINAL);
+        client.server_final(RFC_SERVER_FINAL).unwrap();
+    }
+    // A different salt is derived afresh, not taken from the cache.
+    let other_salt = b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=QSXCR+Q6sek8bf92,i=4096";
+    let mut cached = rfc_client();
+    let mut fresh = rfc_client();
+    assert_eq!(
+        cached.server_first_cached(other_salt, Some(&cache)).unwrap(),
+        fresh.server_first(other_salt).unwrap()
+    );
+    // And back: the cache now holds the other salt's key and must not hand it out for the RFC salt.
+    let mut client = rfc_client();
+    assert_eq!(client.server_first_cached(RFC_SERVER_FIRST, Some(&cache)).unwrap(), RFC_CLIENT_FINAL);
+}
+
+#[test]
 fn postgres_client_first_has_empty_user_and_no_channel_binding() {
     let client = ScramClient::new("secret");
     let first = std::str::from_utf8(client.client_first()).unwrap();
