@@ -100,11 +100,11 @@ fn connection(
     let mut issuers = Vec::new();
     for (i, iss) in spec.identity.issuers.iter().enumerate() {
         let field = format!("spec.identity.issuers[{i}].jwksUri");
-        let Some(uri) = iss.jwks_uri.as_deref() else {
-            return Err(conn_err(d, &field, "required when the sidecar runs without a cluster"));
+        let jwks = match iss.jwks_uri.as_deref() {
+            Some(uri) => JwksSource::parse(&resolve_relative(uri, cfg.base_dir.as_deref()))
+                .map_err(|e| conn_err(d, &field, e.to_string()))?,
+            None => JwksSource::Discover(iss.issuer.clone()),
         };
-        let uri = resolve_relative(uri, cfg.base_dir.as_deref());
-        let jwks = JwksSource::parse(&uri).map_err(|e| conn_err(d, &field, e.to_string()))?;
         issuers.push(IssuerConfig { issuer: iss.issuer.clone(), audiences: iss.audiences.clone(), jwks });
     }
     let verifier = if issuers.is_empty() {

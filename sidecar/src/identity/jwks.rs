@@ -33,6 +33,15 @@ pub enum JwksSource {
     Url(String),
     /// The JWKS document itself (configuration pushed by the operator).
     Static(String),
+    /// OpenID Connect discovery: `jwks_uri` from `<issuer>/.well-known/openid-configuration`.
+    Discover(String),
+}
+
+impl JwksSource {
+    /// Whether loading needs the HTTP client.
+    pub fn is_remote(&self) -> bool {
+        matches!(self, Self::Url(_) | Self::Discover(_))
+    }
 }
 
 impl JwksSource {
@@ -75,6 +84,7 @@ impl fmt::Display for JwksSource {
         match self {
             Self::File(path) => write!(f, "file {}", path.display()),
             Self::Url(url) => write!(f, "{url}"),
+            Self::Discover(issuer) => write!(f, "the JWKS discovered from {issuer}"),
             Self::Static(_) => f.write_str("inline JWKS"),
         }
     }
@@ -106,6 +116,21 @@ pub enum JwksError {
 
     #[error("no HTTP client was configured for URL JWKS sources")]
     NoHttpClient,
+
+    #[error("{url} is not an OpenID configuration with a jwks_uri")]
+    Discovery { url: String },
+}
+
+/// GETs `url` (status 200, at most `limit` bytes).
+async fn fetch(client: &HttpClient, url: &str, limit: usize) -> Result<bytes::Bytes, JwksError> {
+    let resp = client.get(url, limit).await.map_err(|source| match source {
+        HttpError::BodyTooLarge { .. } => JwksError::TooLarge { source_desc: url.to_owned(), limit },
+        source => JwksError::Fetch { url: url.to_owned(), source },
+    })?;
+    if resp.status() != ::http::StatusCode::OK {
+        return Err(JwksError::Status { url: url.to_owned(), status: resp.status().as_u16() });
+    }
+    Ok(resp.into_body())
 }
 
 /// A key we accept: its `kid`, the one algorithm it may verify, and the key itself.
@@ -283,7 +308,7 @@ impl JwksCache {
                 loaded_at: Instant::now(),
                 stamp: None,
             })),
-            JwksSource::Url(_) if http.is_none() => return Err(JwksError::NoHttpClient),
+            s if s.is_remote() && http.is_none() => return Err(JwksError::NoHttpClient),
             _ => None,
         };
         Ok(Self {
@@ -324,7 +349,7 @@ impl JwksCache {
                 Ok(meta) => snap.stamp == Some(FileStamp::from(&meta)),
                 Err(_) => false,
             },
-            JwksSource::Url(_) => snap.loaded_at.elapsed() < self.options.max_key_age,
+            JwksSource::Url(_) | JwksSource::Discover(_) => snap.loaded_at.elapsed() < self.options.max_key_age,
         }
     }
 
@@ -355,7 +380,7 @@ impl JwksCache {
         // After a failure, wait a little before trying again; much longer for a URL whose previous
         // keys we can keep serving, so an unreachable endpoint does not stall every connection.
         let backoff = match (&previous, &self.source) {
-            (Some(_), JwksSource::Url(_)) => self.options.refetch_interval,
+            (Some(_), s) if s.is_remote() => self.options.refetch_interval,
             _ => FAILURE_BACKOFF,
         };
         if let Some((at, err)) = &state.last_error
@@ -428,23 +453,19 @@ impl JwksCache {
                 }
                 JwksSource::Url(url) => {
                     let client = self.http.as_ref().ok_or(JwksError::NoHttpClient)?;
-                    let resp = client.get(url, limit).await.map_err(|source| match source {
-                        HttpError::BodyTooLarge { .. } => JwksError::TooLarge {
-                            source_desc: url.clone(),
-                            limit,
-                        },
-                        source => JwksError::Fetch {
-                            url: url.clone(),
-                            source,
-                        },
-                    })?;
-                    if resp.status() != ::http::StatusCode::OK {
-                        return Err(JwksError::Status {
-                            url: url.clone(),
-                            status: resp.status().as_u16(),
-                        });
-                    }
-                    Ok((KeySet::parse(resp.body())?, None))
+                    Ok((KeySet::parse(&fetch(client, url, limit).await?)?, None))
+                }
+                JwksSource::Discover(issuer) => {
+                    let client = self.http.as_ref().ok_or(JwksError::NoHttpClient)?;
+                    let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
+                    let doc = fetch(client, &url, limit).await?;
+                    let jwks_uri = serde_json::from_slice::<serde_json::Value>(&doc)
+                        .ok()
+                        .and_then(|v| v.get("jwks_uri")?.as_str().map(str::to_owned))
+                        .ok_or_else(|| JwksError::Discovery { url: url.clone() })?;
+                    super::http::check_url(&jwks_uri)
+                        .map_err(|source| JwksError::Fetch { url: jwks_uri.clone(), source })?;
+                    Ok((KeySet::parse(&fetch(client, &jwks_uri, limit).await?)?, None))
                 }
             }
         };

@@ -86,7 +86,7 @@ impl TokenVerifier {
     /// A verifier with default options; builds an HTTPS client on the system roots if any issuer's
     /// JWKS is a URL. Fails on duplicate issuers, empty audiences or an unusable inline JWKS.
     pub fn new(issuers: Vec<IssuerConfig>) -> Result<Self> {
-        let http = match issuers.iter().find(|i| matches!(i.jwks, JwksSource::Url(_))) {
+        let http = match issuers.iter().find(|i| i.jwks.is_remote()) {
             Some(first) => Some(Arc::new(HttpClient::new(HttpClientConfig::default()).map_err(
                 |e| IdentityError::InvalidConfig {
                     issuer: first.issuer.clone(),
@@ -126,8 +126,11 @@ impl TokenVerifier {
             if map.contains_key(&config.issuer) {
                 return Err(invalid("it is listed twice".into()));
             }
-            if let JwksSource::Url(url) = &config.jwks {
-                super::http::check_url(url).map_err(|e| invalid(e.to_string()))?;
+            match &config.jwks {
+                JwksSource::Url(url) | JwksSource::Discover(url) => {
+                    super::http::check_url(url).map_err(|e| invalid(e.to_string()))?;
+                }
+                _ => {}
             }
             let jwks = JwksCache::new(
                 config.issuer.clone(),

@@ -393,6 +393,28 @@ async fn jwks_over_https_is_cached_and_refetched_for_an_unknown_kid() {
 }
 
 #[tokio::test]
+async fn jwks_found_by_openid_discovery() {
+    let key = TestKey::ec("k1");
+    let server = JwksServer::start(jwks(&[&key])).await;
+    let iss = format!("https://{}", server.addr);
+    let config = HttpClientConfig {
+        system_roots: false,
+        extra_roots_pem: Some(server.ca_pem.clone().into_bytes()),
+        ..Default::default()
+    };
+    let http = Arc::new(HttpClient::new(config).unwrap());
+    let discovered = IssuerConfig {
+        issuer: iss.clone(),
+        audiences: vec![AUD.to_owned()],
+        jwks: JwksSource::Discover(iss.clone()),
+    };
+    let verifier = TokenVerifier::with_options(vec![discovered], VerifierOptions::default(), Some(http)).unwrap();
+    let identity = verifier.verify(&key.sign(&claims(&iss, AUD, 600))).await.unwrap();
+    assert_eq!(identity.issuer.as_deref(), Some(iss.as_str()));
+    assert_eq!(server.hits(), 2, "the discovery document, then the JWKS");
+}
+
+#[tokio::test]
 async fn jwks_server_not_trusted_is_unavailable() {
     let key = TestKey::rsa("k1");
     let server = JwksServer::start(jwks(&[&key])).await;

@@ -205,7 +205,13 @@ impl JwksServer {
                         }
                     }
                     hits.fetch_add(1, Ordering::SeqCst);
-                    let body = body.lock().unwrap().clone();
+                    let request_line = String::from_utf8_lossy(&head).lines().next().unwrap_or_default().to_owned();
+                    let body = if request_line.contains("/.well-known/openid-configuration") {
+                        // OpenID discovery: point at this server's JWKS path.
+                        format!(r#"{{"issuer":"https://{addr}","jwks_uri":"https://{addr}/openid/v1/jwks"}}"#)
+                    } else {
+                        body.lock().unwrap().clone()
+                    };
                     let resp = format!(
                         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
                          connection: close\r\n\r\n{body}",
