@@ -238,8 +238,11 @@ impl ScramClient {
 /// password itself, which the process holds anyway; never printed.
 #[derive(Default)]
 pub struct SaltedPasswordCache {
-    last: std::sync::Mutex<Option<(Vec<u8>, u32, [u8; 32])>>,
+    last: std::sync::Mutex<Option<Salted>>,
 }
+
+/// Salt, iteration count, and the key derived from them.
+type Salted = (Vec<u8>, u32, [u8; 32]);
 
 impl fmt::Debug for SaltedPasswordCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
