@@ -132,7 +132,10 @@ impl Errors {
             let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
             let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
             if !matches!(host, "localhost" | "127.0.0.1" | "[::1]") {
-                self.push(field, format!("{value:?} must use https (plain http only to localhost)"));
+                self.push(
+                    field,
+                    format!("{value:?} must use https (plain http only to localhost)"),
+                );
             }
         } else if let Some(path) = value.strip_prefix("file://") {
             if !path.starts_with('/') {

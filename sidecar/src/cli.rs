@@ -20,7 +20,13 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
     /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value = "text", env = "DBWARD_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "DBWARD_LOG_FORMAT"
+    )]
     pub log_format: LogFormat,
 }
 
@@ -68,6 +74,10 @@ pub struct RunArgs {
     /// After SIGTERM, how long running sessions may go on before they are closed.
     #[arg(long, env = "DBWARD_SHUTDOWN_GRACE", default_value = "30s", value_parser = duration)]
     pub shutdown_grace: Duration,
+    /// Worker threads. 1 (the default) runs every session on one event loop, which costs the least CPU
+    /// per statement; more threads help only when the pod has several CPUs to give the sidecar.
+    #[arg(long, env = "DBWARD_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: u16,
     /// Largest statement message (Query, Parse, Bind) accepted, in bytes.
     #[arg(long, env = "DBWARD_MAX_MESSAGE", default_value_t = 64 * 1024 * 1024)]
     pub max_message: usize,
@@ -126,7 +136,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
 
 async fn signals(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
         tracing::error!("cannot install signal handlers; stop the sidecar with SIGKILL");
         return;
     };

@@ -7,17 +7,28 @@ fn main() -> std::process::ExitCode {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     let filter = EnvFilter::try_from_env("DBWARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Json => fmt.json().init(),
         LogFormat::Text => fmt.init(),
     }
     let result = match cli.command {
         Command::Check(args) => dbward_sidecar::cli::check(&args),
-        Command::Run(args) => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-            Ok(rt) => rt.block_on(dbward_sidecar::cli::run(args)),
-            Err(e) => Err(e.into()),
-        },
+        Command::Run(args) => {
+            let runtime = match args.threads {
+                1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+                n => tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(n.into())
+                    .enable_all()
+                    .build(),
+            };
+            match runtime {
+                Ok(rt) => rt.block_on(dbward_sidecar::cli::run(args)),
+                Err(e) => Err(e.into()),
+            }
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

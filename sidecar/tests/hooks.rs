@@ -20,7 +20,10 @@ struct Checker;
 
 impl StatementHook for Checker {
     fn check(&mut self, s: &Statement<'_>) -> Verdict {
-        let deny = |why: &str| Verdict::Deny { code: "42501".into(), message: format!("test policy: {why}") };
+        let deny = |why: &str| Verdict::Deny {
+            code: "42501".into(),
+            message: format!("test policy: {why}"),
+        };
         match s {
             Statement::Simple { sql } | Statement::Parse { sql, .. } if sql.contains("forbidden") => {
                 deny("forbidden text")
@@ -59,7 +62,10 @@ impl ResultHook for Masker {
 
 impl SessionHooks for TestPolicy {
     fn open(&self, _: &SessionInfo) -> Hooks {
-        Hooks { statements: Some(Box::new(Checker)), results: Some(Box::new(Masker { active: false })) }
+        Hooks {
+            statements: Some(Box::new(Checker)),
+            results: Some(Box::new(Masker { active: false })),
+        }
     }
 }
 
@@ -126,7 +132,11 @@ async fn denial_in_a_pipeline_lands_in_place_and_rolls_back_its_batch() {
     assert_eq!(err.code().as_deref(), Some("42501"));
     assert_eq!(err.field(b'M').as_deref(), Some("test policy: forbidden text"));
     let count = &msgs[msgs.len() - 3];
-    assert_eq!(count.body[6..], *b"0", "the insert of the denied batch was rolled back");
+    assert_eq!(
+        count.body[6..],
+        *b"0",
+        "the insert of the denied batch was rolled back"
+    );
     // The denied statement was never created.
     raw.send(&[bind("", "s2", &[]), sync()].concat()).await;
     let msgs = raw.until_ready(1).await;
@@ -138,11 +148,17 @@ async fn bind_time_denial_by_parameter() {
     let p = proxy().await;
     let c = connect(&p.app()).await.unwrap();
     let s = c.prepare("select $1::text").await.unwrap();
-    assert_eq!(c.query_one(&s, &[&"fine"]).await.unwrap().get::<_, &str>(0), "fine");
+    assert_eq!(
+        c.query_one(&s, &[&"fine"]).await.unwrap().get::<_, &str>(0),
+        "fine"
+    );
     let e = c.query_one(&s, &[&"secret"]).await.unwrap_err();
     assert_eq!(code(&e).as_deref(), Some("42501"));
     // The prepared statement itself is intact.
-    assert_eq!(c.query_one(&s, &[&"again"]).await.unwrap().get::<_, &str>(0), "again");
+    assert_eq!(
+        c.query_one(&s, &[&"again"]).await.unwrap().get::<_, &str>(0),
+        "again"
+    );
 }
 
 #[tokio::test]
@@ -170,7 +186,8 @@ async fn an_earlier_error_in_the_batch_wins_as_on_the_server() {
 async fn reserved_statement_names_are_refused() {
     let p = proxy().await;
     let mut raw = Raw::startup(p.addr, &[("user", "app"), ("database", "shop")], None).await;
-    raw.send(&[parse("dbward-denied-guess-1", "select 1"), sync()].concat()).await;
+    raw.send(&[parse("dbward-denied-guess-1", "select 1"), sync()].concat())
+        .await;
     let msgs = raw.until_ready(1).await;
     assert_eq!(msgs[0].code().as_deref(), Some("42501"));
 }
@@ -179,12 +196,21 @@ async fn reserved_statement_names_are_refused() {
 async fn result_hook_rewrites_rows_and_leaves_others_untouched() {
     let p = proxy().await;
     let c = connect(&p.app()).await.unwrap();
-    let rows = c.query("select email as masked, id from customers where id <= 3 order by id", &[]).await.unwrap();
+    let rows = c
+        .query(
+            "select email as masked, id from customers where id <= 3 order by id",
+            &[],
+        )
+        .await
+        .unwrap();
     assert_eq!(rows.len(), 3);
     for (i, r) in rows.iter().enumerate() {
         assert_eq!(r.get::<_, &str>(0), "***");
         assert_eq!(r.get::<_, i64>(1), i as i64 + 1);
     }
-    let row = c.query_one("select email from customers where id = 1", &[]).await.unwrap();
+    let row = c
+        .query_one("select email from customers where id = 1", &[])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, &str>(0), "customer1@example.com");
 }

@@ -33,7 +33,9 @@ async fn both_ways(exchange: &[Vec<u8>], ready: usize) -> (Vec<Msg>, Vec<Msg>) {
 #[tokio::test]
 async fn simple_query_results_are_byte_identical() {
     let (direct, via) = both_ways(
-        &[query("select * from customers order by id; select count(*), sum(total) from orders; select 1/0")],
+        &[query(
+            "select * from customers order by id; select count(*), sum(total) from orders; select 1/0",
+        )],
         1,
     )
     .await;
@@ -45,9 +47,13 @@ async fn simple_query_results_are_byte_identical() {
 async fn pipelined_extended_queries_with_an_error_midway_are_byte_identical() {
     // Three batches sent at once; the second fails at Execute and the server skips to its Sync.
     let mut batch = Vec::new();
-    for (i, sql) in ["select id, email from customers where id < $1", "select 1/($1::int - 5)", "select $1::text"]
-        .iter()
-        .enumerate()
+    for (i, sql) in [
+        "select id, email from customers where id < $1",
+        "select 1/($1::int - 5)",
+        "select $1::text",
+    ]
+    .iter()
+    .enumerate()
     {
         batch.extend(parse("", sql));
         batch.extend(bind("", "", &[Some("5")]));
@@ -69,7 +75,10 @@ async fn tokio_postgres_prepared_binary_and_transactions() {
     let proxy = start_proxy().await;
     let mut c = connect(&proxy.app()).await.unwrap();
     // Extended protocol with binary results and parameters.
-    let stmt = c.prepare("select id, full_name, created_at, $1::int8 + 1 from customers where id = $1").await.unwrap();
+    let stmt = c
+        .prepare("select id, full_name, created_at, $1::int8 + 1 from customers where id = $1")
+        .await
+        .unwrap();
     let row = c.query_one(&stmt, &[&7i64]).await.unwrap();
     assert_eq!(row.get::<_, i64>(0), 7);
     assert_eq!(row.get::<_, i64>(3), 8);
@@ -82,14 +91,19 @@ async fn tokio_postgres_prepared_binary_and_transactions() {
 
     // A transaction that fails is rolled back; the session goes on.
     let tx = c.transaction().await.unwrap();
-    tx.execute("create temp table t (x int primary key)", &[]).await.unwrap();
+    tx.execute("create temp table t (x int primary key)", &[])
+        .await
+        .unwrap();
     tx.execute("insert into t values (1)", &[]).await.unwrap();
     let e = tx.execute("insert into t values (1)", &[]).await.unwrap_err();
     assert_eq!(code(&e).as_deref(), Some("23505"));
     let e = tx.execute("select 1", &[]).await.unwrap_err();
     assert_eq!(code(&e).as_deref(), Some("25P02"));
     tx.rollback().await.unwrap();
-    assert_eq!(c.query_one("select 41 + 1", &[]).await.unwrap().get::<_, i32>(0), 42);
+    assert_eq!(
+        c.query_one("select 41 + 1", &[]).await.unwrap().get::<_, i32>(0),
+        42
+    );
 }
 
 #[tokio::test]
@@ -97,17 +111,27 @@ async fn copy_in_and_out() {
     use bytes::Bytes;
     let proxy = start_proxy().await;
     let c = connect(&proxy.app()).await.unwrap();
-    c.batch_execute("create temp table items (id int, label text)").await.unwrap();
+    c.batch_execute("create temp table items (id int, label text)")
+        .await
+        .unwrap();
     let sink = c.copy_in("copy items from stdin (format csv)").await.unwrap();
     let mut data = String::new();
     for i in 0..5000 {
         data.push_str(&format!("{i},label {i}\n"));
     }
     futures_send(sink, Bytes::from(data)).await;
-    let n: i64 = c.query_one("select count(*) from items", &[]).await.unwrap().get(0);
+    let n: i64 = c
+        .query_one("select count(*) from items", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 5000);
 
-    let out = collect_copy_out(&c, "copy (select id, label from items where id < 3 order by id) to stdout").await;
+    let out = collect_copy_out(
+        &c,
+        "copy (select id, label from items where id < 3 order by id) to stdout",
+    )
+    .await;
     assert_eq!(out, "0\tlabel 0\n1\tlabel 1\n2\tlabel 2\n");
 
     // A COPY the client aborts fails cleanly and the session goes on.
@@ -149,12 +173,19 @@ async fn collect_copy_out(c: &tokio_postgres::Client, sql: &str) -> String {
 async fn rows_of_tens_of_megabytes() {
     let proxy = start_proxy().await;
     let c = connect(&proxy.app()).await.unwrap();
-    let row = c.query_one("select repeat('x', 30 * 1024 * 1024) as big, 7 as after", &[]).await.unwrap();
+    let row = c
+        .query_one("select repeat('x', 30 * 1024 * 1024) as big, 7 as after", &[])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, &str>(0).len(), 30 * 1024 * 1024);
     assert_eq!(row.get::<_, i32>(1), 7);
     // And a 20 MB statement on the way in.
     let big = "y".repeat(20 * 1024 * 1024);
-    let n: i32 = c.query_one("select length($1::text)", &[&big]).await.unwrap().get(0);
+    let n: i32 = c
+        .query_one("select length($1::text)", &[&big])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 20 * 1024 * 1024);
 }
 
@@ -165,15 +196,25 @@ async fn listen_notify_and_notices_pass_through() {
     listener.send(&query("listen orders_changed")).await;
     listener.until_ready(1).await;
     let other = connect(&proxy.app()).await.unwrap();
-    other.batch_execute("notify orders_changed, 'order 42'").await.unwrap();
+    other
+        .batch_execute("notify orders_changed, 'order 42'")
+        .await
+        .unwrap();
     let m = listener.read().await.unwrap();
     assert_eq!(m.tag, b'A', "NotificationResponse");
     assert!(String::from_utf8_lossy(&m.body).contains("order 42"));
 
-    let msgs = other.simple_query("do $$ begin raise notice 'hello from the server'; end $$").await.unwrap();
-    assert!(matches!(msgs.last(), Some(SimpleQueryMessage::CommandComplete(_))));
+    let msgs = other
+        .simple_query("do $$ begin raise notice 'hello from the server'; end $$")
+        .await
+        .unwrap();
+    assert!(matches!(
+        msgs.last(),
+        Some(SimpleQueryMessage::CommandComplete(_))
+    ));
     let mut raw = Raw::startup(proxy.addr, &[("user", "app"), ("database", "shop")], None).await;
-    raw.send(&query("do $$ begin raise notice 'hello from the server'; end $$")).await;
+    raw.send(&query("do $$ begin raise notice 'hello from the server'; end $$"))
+        .await;
     let msgs = raw.until_ready(1).await;
     let n = msgs.iter().find(|m| m.tag == b'N').unwrap();
     assert_eq!(n.field(b'M').as_deref(), Some("hello from the server"));
@@ -193,25 +234,55 @@ async fn cancel_reaches_the_right_backend() {
     assert_eq!(code(&e).as_deref(), Some("57014"));
     assert!(started.elapsed() < Duration::from_secs(10));
     // The other session was not touched.
-    assert_eq!(bystander.query_one("select 1", &[]).await.unwrap().get::<_, i32>(0), 1);
+    assert_eq!(
+        bystander
+            .query_one("select 1", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        1
+    );
     // A cancel with an unknown key is ignored.
     let mut raw = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     use tokio::io::AsyncWriteExt;
-    raw.write_all(&[0, 0, 0, 16, 4, 210, 22, 46, 0, 0, 0, 1, 0, 0, 0, 2]).await.unwrap();
-    assert_eq!(bystander.query_one("select 2", &[]).await.unwrap().get::<_, i32>(0), 2);
+    raw.write_all(&[0, 0, 0, 16, 4, 210, 22, 46, 0, 0, 0, 1, 0, 0, 0, 2])
+        .await
+        .unwrap();
+    assert_eq!(
+        bystander
+            .query_one("select 2", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        2
+    );
 }
 
 #[tokio::test]
 async fn startup_parameters_reach_the_server() {
     let proxy = start_proxy().await;
-    let conn = format!("{} application_name=agent-7 options='-c search_path=billing,public'", proxy.app());
+    let conn = format!(
+        "{} application_name=agent-7 options='-c search_path=billing,public'",
+        proxy.app()
+    );
     let c = connect(&conn).await.unwrap();
-    let row = c.query_one("select current_setting('application_name'), current_setting('search_path')", &[]).await.unwrap();
+    let row = c
+        .query_one(
+            "select current_setting('application_name'), current_setting('search_path')",
+            &[],
+        )
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, &str>(0), "agent-7");
     assert_eq!(row.get::<_, &str>(1), "billing,public");
     // The session runs as the sidecar's credential, whatever user the client named.
-    let c = connect(&proxy.conn_string("somebody-else", "orders")).await.unwrap();
-    let row = c.query_one("select current_user, current_database()", &[]).await.unwrap();
+    let c = connect(&proxy.conn_string("somebody-else", "orders"))
+        .await
+        .unwrap();
+    let row = c
+        .query_one("select current_user, current_database()", &[])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, &str>(0), "app");
     assert_eq!(row.get::<_, &str>(1), "shop");
     let _ = direct_params(shared());

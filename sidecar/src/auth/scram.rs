@@ -163,7 +163,11 @@ impl ScramClient {
     /// Like [`ScramClient::server_first`], reusing the salted password from `cache` when the server
     /// sends the same salt and iteration count as last time (it does, for the same role), so that only
     /// the first login of a connection pays for the key derivation (~1 ms at 4096 rounds).
-    pub fn server_first_cached(&mut self, msg: &[u8], cache: Option<&SaltedPasswordCache>) -> Result<Vec<u8>> {
+    pub fn server_first_cached(
+        &mut self,
+        msg: &[u8],
+        cache: Option<&SaltedPasswordCache>,
+    ) -> Result<Vec<u8>> {
         let State::Initial { password } = &self.state else {
             return Err(AuthError::OutOfOrder("server-first-message received twice"));
         };

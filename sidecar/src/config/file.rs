@@ -47,7 +47,13 @@ impl fmt::Display for ConfigError {
 
 impl ConfigError {
     fn new(message: impl Into<String>) -> Self {
-        Self { file: None, document: None, object: None, field: None, message: message.into() }
+        Self {
+            file: None,
+            document: None,
+            object: None,
+            field: None,
+            message: message.into(),
+        }
     }
 
     fn at(mut self, document: usize, object: Option<String>) -> Self {
@@ -122,7 +128,10 @@ pub fn parse_str(text: &str) -> Result<FileConfig, ConfigError> {
         if doc.is_null() {
             continue;
         }
-        let name = doc.pointer("/metadata/name").and_then(|v| v.as_str()).map(str::to_owned);
+        let name = doc
+            .pointer("/metadata/name")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned);
         let kind = kind_of(&doc).map(str::to_owned);
         let object = match (&kind, &name) {
             (Some(k), Some(nm)) => Some(format!("{k} \"{nm}\"")),
@@ -145,7 +154,9 @@ pub fn parse_str(text: &str) -> Result<FileConfig, ConfigError> {
                 let s: SecretDoc = typed(doc).map_err(at)?;
                 let data = decode_secret(&s).map_err(at)?;
                 if cfg.secrets.insert(s.metadata.name.clone(), data).is_some() {
-                    return Err(at(ConfigError::new("a Secret with this name appears twice").field("metadata.name")));
+                    return Err(at(
+                        ConfigError::new("a Secret with this name appears twice").field("metadata.name")
+                    ));
                 }
             }
             Some(other) => {
@@ -171,7 +182,9 @@ fn typed<T: for<'de> Deserialize<'de>>(doc: serde_json::Value) -> Result<T, Conf
 
 fn field_errors(errors: Vec<FieldError>) -> ConfigError {
     let mut it = errors.into_iter();
-    let Some(first) = it.next() else { return ConfigError::new("invalid") };
+    let Some(first) = it.next() else {
+        return ConfigError::new("invalid");
+    };
     let rest: Vec<String> = it.map(|e| e.to_string()).collect();
     let mut message = first.message.clone();
     if !rest.is_empty() {
@@ -202,7 +215,10 @@ fn check_across(cfg: &FileConfig) -> Result<(), ConfigError> {
     for d in &cfg.connections {
         let object = Some(format!("DatabaseConnection \"{}\"", d.metadata.name));
         if names.insert(d.metadata.name.as_str(), ()).is_some() {
-            return Err(ConfigError { object, ..ConfigError::new("defined twice").field("metadata.name") });
+            return Err(ConfigError {
+                object,
+                ..ConfigError::new("defined twice").field("metadata.name")
+            });
         }
         if let Some(other) = ports.insert(d.spec.local_port, d.metadata.name.as_str()) {
             return Err(ConfigError {
@@ -230,7 +246,10 @@ impl FileConfig {
         if let Some(data) = self.secrets.get(secret) {
             return data.0.get(key).cloned().ok_or_else(|| {
                 let keys: Vec<&str> = data.0.keys().map(String::as_str).collect();
-                format!("secret \"{secret}\" has no key \"{key}\" (it has: {})", keys.join(", "))
+                format!(
+                    "secret \"{secret}\" has no key \"{key}\" (it has: {})",
+                    keys.join(", ")
+                )
             });
         }
         let var = env_name(secret, key);
@@ -243,7 +262,15 @@ impl FileConfig {
 /// `DBWARD_SECRET_<NAME>_<KEY>` for a secret name and key.
 pub fn env_name(secret: &str, key: &str) -> String {
     let up = |s: &str| -> String {
-        s.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect()
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect()
     };
     format!("DBWARD_SECRET_{}_{}", up(secret), up(key))
 }
@@ -279,7 +306,10 @@ stringData:
         assert_eq!(cfg.connections.len(), 1);
         let env = |_: &str| None;
         assert_eq!(cfg.secret_value("orders-db", "username", &env).unwrap(), b"app");
-        assert_eq!(cfg.secret_value("orders-db", "password", &env).unwrap(), b"s3cret");
+        assert_eq!(
+            cfg.secret_value("orders-db", "password", &env).unwrap(),
+            b"s3cret"
+        );
         let e = cfg.secret_value("orders-db", "nope", &env).unwrap_err();
         assert!(e.contains("has no key \"nope\""), "{e}");
         assert!(format!("{:?}", cfg.secrets).contains("password"));
@@ -303,20 +333,32 @@ stringData:
     fn errors_name_document_and_field() {
         let bad_mode = GOOD.replace("mode: disable", "mode: verify");
         let e = err(&bad_mode);
-        assert!(e.starts_with("document 1 (DatabaseConnection \"orders\"): spec.tls.mode: "), "{e}");
+        assert!(
+            e.starts_with("document 1 (DatabaseConnection \"orders\"): spec.tls.mode: "),
+            "{e}"
+        );
 
         let typo = GOOD.replace("localPort: 15432", "localPort: 15432\n  alowAmbient: true");
         let e = err(&typo);
-        assert!(e.contains("document 1 (DatabaseConnection \"orders\")") && e.contains("alowAmbient"), "{e}");
+        assert!(
+            e.contains("document 1 (DatabaseConnection \"orders\")") && e.contains("alowAmbient"),
+            "{e}"
+        );
 
         let e = err(&GOOD.replace("host: 127.0.0.1", "host: \"\""));
         assert!(e.contains("spec.host"), "{e}");
 
         let e = err("kind: ConfigMap\nmetadata: {name: x}\n");
-        assert_eq!(e, "document 1 (ConfigMap \"x\"): kind: kind \"ConfigMap\" is not read here (expected DatabaseConnection, AccessPolicy or Secret)");
+        assert_eq!(
+            e,
+            "document 1 (ConfigMap \"x\"): kind: kind \"ConfigMap\" is not read here (expected DatabaseConnection, AccessPolicy or Secret)"
+        );
 
         let e = err(&GOOD.replace("data:\n  username: YXBw", "data:\n  username: '!!'"));
-        assert!(e.contains("document 2 (Secret \"orders-db\"): data.username: is not valid base64"), "{e}");
+        assert!(
+            e.contains("document 2 (Secret \"orders-db\"): data.username: is not valid base64"),
+            "{e}"
+        );
 
         let e = err("a: [");
         assert!(e.starts_with("not valid YAML"), "{e}");
@@ -324,7 +366,11 @@ stringData:
 
     #[test]
     fn ports_and_names_are_unique() {
-        let second = GOOD.split("---").next().unwrap().replace("name: orders}", "name: billing}");
+        let second = GOOD
+            .split("---")
+            .next()
+            .unwrap()
+            .replace("name: orders}", "name: billing}");
         let e = err(&format!("{GOOD}\n---\n{second}"));
         assert!(e.contains("DatabaseConnection \"billing\": spec.localPort: port 15432 is already used by connection \"orders\""), "{e}");
     }

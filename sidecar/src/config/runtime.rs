@@ -75,9 +75,13 @@ fn connection(
     let spec = &d.spec;
     let creds = &spec.credentials_secret_ref;
     let field = "spec.credentialsSecretRef";
-    let user = cfg.secret_value(&creds.name, &creds.username_key, env).map_err(|m| conn_err(d, field, m))?;
+    let user = cfg
+        .secret_value(&creds.name, &creds.username_key, env)
+        .map_err(|m| conn_err(d, field, m))?;
     let user = utf8(d, field, user)?;
-    let password = cfg.secret_value(&creds.name, &creds.password_key, env).map_err(|m| conn_err(d, field, m))?;
+    let password = cfg
+        .secret_value(&creds.name, &creds.password_key, env)
+        .map_err(|m| conn_err(d, field, m))?;
     let password = utf8(d, field, password)?;
     let mode = match spec.tls.mode {
         CrdTlsMode::Disable => TlsMode::Disable,
@@ -87,12 +91,13 @@ fn connection(
     };
     let ca = match &spec.tls.ca_secret_ref {
         Some(r) => Some(
-            cfg.secret_value(&r.name, &r.key, env).map_err(|m| conn_err(d, "spec.tls.caSecretRef", m))?,
+            cfg.secret_value(&r.name, &r.key, env)
+                .map_err(|m| conn_err(d, "spec.tls.caSecretRef", m))?,
         ),
         None => None,
     };
-    let tls_config =
-        tls::upstream_client_config(mode, ca.as_deref()).map_err(|e| conn_err(d, "spec.tls", e.to_string()))?;
+    let tls_config = tls::upstream_client_config(mode, ca.as_deref())
+        .map_err(|e| conn_err(d, "spec.tls", e.to_string()))?;
     let server_name = match tls_config {
         Some(_) => Some(tls::server_name(&spec.host).map_err(|e| conn_err(d, "spec.host", e.to_string()))?),
         None => None,
@@ -105,14 +110,18 @@ fn connection(
                 .map_err(|e| conn_err(d, &field, e.to_string()))?,
             None => JwksSource::Discover(iss.issuer.clone()),
         };
-        issuers.push(IssuerConfig { issuer: iss.issuer.clone(), audiences: iss.audiences.clone(), jwks });
+        issuers.push(IssuerConfig {
+            issuer: iss.issuer.clone(),
+            audiences: iss.audiences.clone(),
+            jwks,
+        });
     }
     let verifier = if issuers.is_empty() {
         None
     } else {
-        Some(Arc::new(
-            TokenVerifier::new(issuers).map_err(|e| conn_err(d, "spec.identity.issuers", e.to_string()))?,
-        ))
+        Some(Arc::new(TokenVerifier::new(issuers).map_err(|e| {
+            conn_err(d, "spec.identity.issuers", e.to_string())
+        })?))
     };
     Ok(ConnectionContext {
         name: d.metadata.name.clone(),
@@ -167,15 +176,15 @@ pub fn build(
         message: e.to_string(),
     })?;
     let client_tls = match &opts.client_tls {
-        Some((cert, key)) => Some(TlsAcceptor::from(tls::client_facing_server_config(cert, key).map_err(
-            |e| ConfigError {
+        Some((cert, key)) => Some(TlsAcceptor::from(
+            tls::client_facing_server_config(cert, key).map_err(|e| ConfigError {
                 file: None,
                 document: None,
                 object: None,
                 field: Some("--tls-cert/--tls-key".into()),
                 message: e.to_string(),
-            },
-        )?)),
+            })?,
+        )),
         None => None,
     };
     let mut connections = Vec::new();
@@ -190,7 +199,9 @@ pub fn build(
             client_tls,
             cancels: Arc::new(CancelRegistry::default()),
             hooks,
-            limits: RelayLimits { max_message: opts.max_message },
+            limits: RelayLimits {
+                max_message: opts.max_message,
+            },
             startup_timeout: opts.startup_timeout,
         },
         shutdown_grace: opts.shutdown_grace,

@@ -124,11 +124,20 @@ pub enum JwksError {
 /// GETs `url` (status 200, at most `limit` bytes).
 async fn fetch(client: &HttpClient, url: &str, limit: usize) -> Result<bytes::Bytes, JwksError> {
     let resp = client.get(url, limit).await.map_err(|source| match source {
-        HttpError::BodyTooLarge { .. } => JwksError::TooLarge { source_desc: url.to_owned(), limit },
-        source => JwksError::Fetch { url: url.to_owned(), source },
+        HttpError::BodyTooLarge { .. } => JwksError::TooLarge {
+            source_desc: url.to_owned(),
+            limit,
+        },
+        source => JwksError::Fetch {
+            url: url.to_owned(),
+            source,
+        },
     })?;
     if resp.status() != ::http::StatusCode::OK {
-        return Err(JwksError::Status { url: url.to_owned(), status: resp.status().as_u16() });
+        return Err(JwksError::Status {
+            url: url.to_owned(),
+            status: resp.status().as_u16(),
+        });
     }
     Ok(resp.into_body())
 }
@@ -349,7 +358,9 @@ impl JwksCache {
                 Ok(meta) => snap.stamp == Some(FileStamp::from(&meta)),
                 Err(_) => false,
             },
-            JwksSource::Url(_) | JwksSource::Discover(_) => snap.loaded_at.elapsed() < self.options.max_key_age,
+            JwksSource::Url(_) | JwksSource::Discover(_) => {
+                snap.loaded_at.elapsed() < self.options.max_key_age
+            }
         }
     }
 
@@ -457,14 +468,19 @@ impl JwksCache {
                 }
                 JwksSource::Discover(issuer) => {
                     let client = self.http.as_ref().ok_or(JwksError::NoHttpClient)?;
-                    let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
+                    let url = format!(
+                        "{}/.well-known/openid-configuration",
+                        issuer.trim_end_matches('/')
+                    );
                     let doc = fetch(client, &url, limit).await?;
                     let jwks_uri = serde_json::from_slice::<serde_json::Value>(&doc)
                         .ok()
                         .and_then(|v| v.get("jwks_uri")?.as_str().map(str::to_owned))
                         .ok_or_else(|| JwksError::Discovery { url: url.clone() })?;
-                    super::http::check_url(&jwks_uri)
-                        .map_err(|source| JwksError::Fetch { url: jwks_uri.clone(), source })?;
+                    super::http::check_url(&jwks_uri).map_err(|source| JwksError::Fetch {
+                        url: jwks_uri.clone(),
+                        source,
+                    })?;
                     Ok((KeySet::parse(&fetch(client, &jwks_uri, limit).await?)?, None))
                 }
             }

@@ -408,7 +408,8 @@ async fn jwks_found_by_openid_discovery() {
         audiences: vec![AUD.to_owned()],
         jwks: JwksSource::Discover(iss.clone()),
     };
-    let verifier = TokenVerifier::with_options(vec![discovered], VerifierOptions::default(), Some(http)).unwrap();
+    let verifier =
+        TokenVerifier::with_options(vec![discovered], VerifierOptions::default(), Some(http)).unwrap();
     let identity = verifier.verify(&key.sign(&claims(&iss, AUD, 600))).await.unwrap();
     assert_eq!(identity.issuer.as_deref(), Some(iss.as_str()));
     assert_eq!(server.hits(), 2, "the discovery document, then the JWKS");

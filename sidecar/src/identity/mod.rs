@@ -309,13 +309,11 @@ impl IdentityError {
             Self::BadSignature { .. } => "token signature is invalid",
             Self::Expired { .. } => "token has expired",
             Self::NotYetValid { .. } => "token is not valid yet",
-            Self::WrongAudience { expected, .. } => {
-                return format!(
-                    "token audience is not accepted (expected one of: {})",
-                    expected.join(", ")
-                );
-            }
-            Self::MissingClaim { claim } => return format!("token has no usable \"{claim}\" claim"),
+            Self::WrongAudience { expected, .. } => &format!(
+                "token audience is not accepted (expected one of: {})",
+                expected.join(", ")
+            ),
+            Self::MissingClaim { claim } => &format!("token has no usable \"{claim}\" claim"),
             Self::JwksUnavailable { .. } => {
                 "the token issuer's keys cannot be loaded right now; try again later"
             }

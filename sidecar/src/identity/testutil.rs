@@ -205,7 +205,11 @@ impl JwksServer {
                         }
                     }
                     hits.fetch_add(1, Ordering::SeqCst);
-                    let request_line = String::from_utf8_lossy(&head).lines().next().unwrap_or_default().to_owned();
+                    let request_line = String::from_utf8_lossy(&head)
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
                     let body = if request_line.contains("/.well-known/openid-configuration") {
                         // OpenID discovery: point at this server's JWKS path.
                         format!(r#"{{"issuer":"https://{addr}","jwks_uri":"https://{addr}/openid/v1/jwks"}}"#)

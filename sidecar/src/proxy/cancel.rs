@@ -62,7 +62,11 @@ impl CancelRegistry {
             let secret = random_i32();
             if pid != 0 && !keys.contains_key(&(pid, secret)) {
                 keys.insert((pid, secret), target);
-                return CancelKey { registry: self.clone(), pid, secret };
+                return CancelKey {
+                    registry: self.clone(),
+                    pid,
+                    secret,
+                };
             }
         }
     }
@@ -94,7 +98,9 @@ async fn send_cancel(target: &CancelTarget) -> std::io::Result<()> {
     encode_cancel(&mut packet, target.pid, target.secret);
     let upstream = &target.upstream;
     let tcp = TcpStream::connect((upstream.host.as_str(), upstream.port)).await?;
-    let mut stream = super::upstream::negotiate_tls(tcp, upstream).await.map_err(std::io::Error::other)?;
+    let mut stream = super::upstream::negotiate_tls(tcp, upstream)
+        .await
+        .map_err(std::io::Error::other)?;
     stream.write_all(&packet).await?;
     stream.flush().await?;
     // The server closes the connection without answering.

@@ -41,7 +41,11 @@ pub enum Statement<'a> {
     /// with [`Bind::params`] and [`Bind::param_format`].
     Bind { sql: Option<&'a str>, bind: Bind<'a> },
     /// An `Execute` of a portal (text when known).
-    Execute { portal: &'a str, sql: Option<&'a str>, max_rows: i32 },
+    Execute {
+        portal: &'a str,
+        sql: Option<&'a str>,
+        max_rows: i32,
+    },
     /// A `FunctionCall` (fast-path function call) by OID.
     FunctionCall { oid: u32 },
 }

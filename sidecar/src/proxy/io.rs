@@ -11,8 +11,13 @@ pub enum ReadError {
     Eof,
     #[error(transparent)]
     Io(#[from] std::io::Error),
-    #[error("{what} declares length {length}, outside 4..={limit}")]
-    BadLength { what: &'static str, length: usize, limit: usize },
+    #[error("{what} declares length {length}, outside {min}..={limit}")]
+    BadLength {
+        what: &'static str,
+        length: usize,
+        min: usize,
+        limit: usize,
+    },
 }
 
 async fn fill<S: AsyncRead + Unpin>(s: &mut S, buf: &mut BytesMut, want: usize) -> Result<(), ReadError> {
@@ -34,7 +39,12 @@ pub async fn read_packet<S: AsyncRead + Unpin>(
     fill(s, buf, 4).await?;
     let length = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
     if !(8..=limit).contains(&length) {
-        return Err(ReadError::BadLength { what: "startup packet", length, limit });
+        return Err(ReadError::BadLength {
+            what: "startup packet",
+            length,
+            min: 8,
+            limit,
+        });
     }
     fill(s, buf, length).await?;
     let mut p = buf.split_to(length);
@@ -52,7 +62,12 @@ pub async fn read_message<S: AsyncRead + Unpin>(
     let tag = buf[0];
     let length = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
     if !(4..=limit).contains(&length) {
-        return Err(ReadError::BadLength { what: "message", length, limit });
+        return Err(ReadError::BadLength {
+            what: "message",
+            length,
+            min: 4,
+            limit,
+        });
     }
     fill(s, buf, length + 1).await?;
     let mut m = buf.split_to(length + 1);
@@ -83,7 +98,10 @@ mod tests {
         assert_eq!((tag, &body[..]), (b'Z', &b"I"[..]));
         let (tag, body) = read_message(&mut b, &mut buf, 100).await.unwrap();
         assert_eq!((tag, &body[..]), (b'Q', &b"x"[..]));
-        assert!(matches!(read_message(&mut b, &mut buf, 100).await, Err(ReadError::Eof)));
+        assert!(matches!(
+            read_message(&mut b, &mut buf, 100).await,
+            Err(ReadError::Eof)
+        ));
     }
 
     #[tokio::test]
@@ -95,6 +113,9 @@ mod tests {
             Err(ReadError::BadLength { length: 65535, .. })
         ));
         let mut buf = BytesMut::from(&b"Q\0\0\0\x02"[..]);
-        assert!(matches!(read_message(&mut empty, &mut buf, 100).await, Err(ReadError::BadLength { .. })));
+        assert!(matches!(
+            read_message(&mut empty, &mut buf, 100).await,
+            Err(ReadError::BadLength { .. })
+        ));
     }
 }

@@ -64,11 +64,21 @@ impl Proxy {
                     Err(e) if ip.is_ipv6() && config.listen.len() > 1 && ipv6_unavailable(&e) => {
                         warn!(connection = %conn.name, %addr, error = %e, "IPv6 loopback unavailable; listening on IPv4 only");
                     }
-                    Err(source) => return Err(ListenError { connection: conn.name.clone(), addr, source }),
+                    Err(source) => {
+                        return Err(ListenError {
+                            connection: conn.name.clone(),
+                            addr,
+                            source,
+                        });
+                    }
                 }
             }
         }
-        Ok(Self { listeners, shared: Arc::new(config.shared), grace: config.shutdown_grace })
+        Ok(Self {
+            listeners,
+            shared: Arc::new(config.shared),
+            grace: config.shutdown_grace,
+        })
     }
 
     /// The bound addresses by connection name.
@@ -101,7 +111,14 @@ impl Proxy {
                                 Ok(a) => a,
                                 Err(_) => continue,
                             };
-                            sessions.spawn(serve(tcp, peer, local, conn.clone(), shared.clone(), force.clone()));
+                            sessions.spawn(serve(
+                                tcp,
+                                peer,
+                                local,
+                                conn.clone(),
+                                shared.clone(),
+                                force.clone(),
+                            ));
                         }
                         Err(e) => {
                             // Out of file descriptors and the like: back off instead of spinning.
@@ -117,7 +134,10 @@ impl Proxy {
         let live = tracker.len();
         info!(sessions = live, grace = ?self.grace, "shutting down: no new sessions");
         if tokio::time::timeout(self.grace, tracker.wait()).await.is_err() {
-            warn!(sessions = tracker.len(), "grace period over: closing the remaining sessions");
+            warn!(
+                sessions = tracker.len(),
+                "grace period over: closing the remaining sessions"
+            );
             force.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
         }
@@ -126,6 +146,8 @@ impl Proxy {
 }
 
 fn ipv6_unavailable(e: &std::io::Error) -> bool {
-    matches!(e.kind(), std::io::ErrorKind::AddrNotAvailable | std::io::ErrorKind::Unsupported)
-        || e.raw_os_error() == Some(97) // EAFNOSUPPORT
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::AddrNotAvailable | std::io::ErrorKind::Unsupported
+    ) || e.raw_os_error() == Some(97) // EAFNOSUPPORT
 }

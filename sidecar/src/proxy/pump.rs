@@ -67,7 +67,11 @@ impl Default for Pump {
 impl Pump {
     /// A pump whose buffer already holds bytes read during startup.
     pub fn with_buffer(buf: BytesMut) -> Self {
-        Self { buf, scratch: BytesMut::new(), streaming: 0 }
+        Self {
+            buf,
+            scratch: BytesMut::new(),
+            streaming: 0,
+        }
     }
 
     /// Whether the pump sits between messages (nothing half-forwarded).
@@ -125,6 +129,7 @@ impl Pump {
         let mut pos = 0;
         let mut flushed = 0;
         let mut need = 0;
+        let mut refused = None;
         let len = self.buf.len();
         while pos < len {
             if self.streaming > 0 {
@@ -145,7 +150,11 @@ impl Pump {
                 self.buf[pos + 4],
             ]) as usize;
             if !(4..=MAX_PROTOCOL_MESSAGE).contains(&declared) {
-                return Err(RelayError::BadLength { tag, length: declared });
+                refused = Some(RelayError::BadLength {
+                    tag,
+                    length: declared,
+                });
+                break;
             }
             let total = declared + 1;
             if !h.inspects(tag) {
@@ -155,19 +164,32 @@ impl Pump {
                 continue;
             }
             if declared > h.max_inspected() {
-                return Err(RelayError::TooLarge { tag, length: declared, limit: h.max_inspected() });
+                refused = Some(RelayError::TooLarge {
+                    tag,
+                    length: declared,
+                    limit: h.max_inspected(),
+                });
+                break;
             }
             if len - pos < total {
                 need = total;
                 break;
             }
             self.scratch.clear();
-            let action = h.frame(tag, &self.buf[pos + 5..pos + total], &mut self.scratch)?;
+            let action = match h.frame(tag, &self.buf[pos + 5..pos + total], &mut self.scratch) {
+                Ok(a) => a,
+                Err(e) => {
+                    refused = Some(e);
+                    break;
+                }
+            };
             match action {
                 Action::Forward => pos += total,
                 Action::Drop | Action::Replace => {
                     if flushed < pos {
-                        wr.write_all(&self.buf[flushed..pos]).await.map_err(RelayError::Write)?;
+                        wr.write_all(&self.buf[flushed..pos])
+                            .await
+                            .map_err(RelayError::Write)?;
                     }
                     if action == Action::Replace {
                         wr.write_all(&self.scratch).await.map_err(RelayError::Write)?;
@@ -180,11 +202,17 @@ impl Pump {
                 break;
             }
         }
+        // What came before a refused message is forwarded first, as the server would have processed it.
         if flushed < pos {
-            wr.write_all(&self.buf[flushed..pos]).await.map_err(RelayError::Write)?;
+            wr.write_all(&self.buf[flushed..pos])
+                .await
+                .map_err(RelayError::Write)?;
         }
         self.buf.advance(pos);
-        Ok(need)
+        match refused {
+            Some(e) => Err(e),
+            None => Ok(need),
+        }
     }
 }
 
@@ -280,6 +308,13 @@ mod tests {
         // Inspected messages above the handler's limit are refused before they are buffered.
         let input = msg(b'Q', &[b'a'; 100]);
         let (r, _, _) = pump(&input, 7).await;
-        assert!(matches!(r, Err(RelayError::TooLarge { tag: b'Q', length: 104, limit: 64 })));
+        assert!(matches!(
+            r,
+            Err(RelayError::TooLarge {
+                tag: b'Q',
+                length: 104,
+                limit: 64
+            })
+        ));
     }
 }

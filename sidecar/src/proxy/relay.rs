@@ -36,6 +36,8 @@ use super::{
 
 /// Prefix of sentinel statement names.
 const SENTINEL_PREFIX: &str = "dbward-denied-";
+/// How long the server may take to answer what a client sent before a message the sidecar refused.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Pending denials kept at most (each is one denied statement whose batch has not ended).
 const MAX_PENDING_DENIALS: usize = 1024;
 
@@ -48,7 +50,9 @@ pub struct RelayLimits {
 
 impl Default for RelayLimits {
     fn default() -> Self {
-        Self { max_message: 64 * 1024 * 1024 }
+        Self {
+            max_message: 64 * 1024 * 1024,
+        }
     }
 }
 
@@ -127,20 +131,33 @@ where
         hook: result_hook,
         shared,
         rfq_count: 0,
+        drain_until: None,
         rows_wanted: false,
         row_buf: BytesMut::new(),
     };
     let mut up_pump = Pump::with_buffer(client_buffered);
     let mut down_pump = Pump::default();
-    tokio::select! {
-        r = up_pump.run(client_rd, server_wr, &mut up) => match r? {
-            Stop::Eof => Ok(RelayEnd::ClientClosed),
-            Stop::Done => Ok(RelayEnd::ClientTerminated),
-        },
+    let up_result = tokio::select! {
+        r = up_pump.run(client_rd, server_wr, &mut up) => r,
         r = down_pump.run(server_rd, client_wr, &mut down) => {
             r?;
-            Ok(RelayEnd::ServerClosed)
+            return Ok(RelayEnd::ServerClosed);
         },
+    };
+    match up_result {
+        Ok(Stop::Eof) => Ok(RelayEnd::ClientClosed),
+        Ok(Stop::Done) => Ok(RelayEnd::ClientTerminated),
+        Err(e @ (RelayError::Read(_) | RelayError::Write(_))) => Err(e),
+        Err(e) => {
+            // The client sent something we refuse. Messages before it were forwarded; let the server's
+            // answers to them reach the client before the session's error, as from the server itself.
+            if down.rfq_count < up.state.sync_points() {
+                down.drain_until = Some(up.state.sync_points());
+                let drain = down_pump.run(server_rd, client_wr, &mut down);
+                let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
+            }
+            Err(e)
+        }
     }
 }
 
@@ -180,12 +197,18 @@ impl ClientToServer {
             if q.len() >= MAX_PENDING_DENIALS {
                 q.pop_front();
             }
-            q.push_back(Denial { seq, rfq, response: response.freeze() });
+            q.push_back(Denial {
+                seq,
+                rfq,
+                response: response.freeze(),
+            });
             self.shared.pending.store(q.len(), Ordering::Release);
         }
         let name = format!("{SENTINEL_PREFIX}{}-{seq}", self.shared.nonce);
         if simple {
-            put_message(scratch, fe::QUERY, |b| put_cstr(b, &format!("EXECUTE \"{name}\"")));
+            put_message(scratch, fe::QUERY, |b| {
+                put_cstr(b, &format!("EXECUTE \"{name}\""))
+            });
         } else {
             put_message(scratch, fe::BIND, |b| {
                 put_cstr(b, "");
@@ -256,11 +279,20 @@ impl Handler for ClientToServer {
                 let p = frontend::parse(body)?;
                 if p.name.starts_with(SENTINEL_PREFIX) {
                     let msg = "statement names starting with \"dbward-denied-\" are reserved by dbward";
-                    let v = Verdict::Deny { code: error::sqlstate::INSUFFICIENT_PRIVILEGE.into(), message: msg.into() };
+                    let v = Verdict::Deny {
+                        code: error::sqlstate::INSUFFICIENT_PRIVILEGE.into(),
+                        message: msg.into(),
+                    };
                     return Ok(self.verdict_action(v, false, scratch).unwrap_or(Action::Forward));
                 }
-                let verdict =
-                    check(&mut self.hook, &Statement::Parse { name: p.name, sql: p.query, param_types: &p.param_types });
+                let verdict = check(
+                    &mut self.hook,
+                    &Statement::Parse {
+                        name: p.name,
+                        sql: p.query,
+                        param_types: &p.param_types,
+                    },
+                );
                 if let Some(a) = self.verdict_action(verdict, false, scratch) {
                     return Ok(a);
                 }
@@ -272,7 +304,10 @@ impl Handler for ClientToServer {
                 let b = frontend::bind(body)?;
                 let verdict = check(
                     &mut self.hook,
-                    &Statement::Bind { sql: self.state.statement(b.statement), bind: b },
+                    &Statement::Bind {
+                        sql: self.state.statement(b.statement),
+                        bind: b,
+                    },
                 );
                 if let Some(a) = self.verdict_action(verdict, false, scratch) {
                     return Ok(a);
@@ -283,12 +318,17 @@ impl Handler for ClientToServer {
             fe::EXECUTE => {
                 self.catch_up_transactions();
                 let e = frontend::execute(body)?;
-                let verdict = check(&mut self.hook, &Statement::Execute {
-                    portal: e.portal,
-                    sql: self.state.portal(e.portal),
-                    max_rows: e.max_rows,
-                });
-                Ok(self.verdict_action(verdict, false, scratch).unwrap_or(Action::Forward))
+                let verdict = check(
+                    &mut self.hook,
+                    &Statement::Execute {
+                        portal: e.portal,
+                        sql: self.state.portal(e.portal),
+                        max_rows: e.max_rows,
+                    },
+                );
+                Ok(self
+                    .verdict_action(verdict, false, scratch)
+                    .unwrap_or(Action::Forward))
             }
             fe::CLOSE => {
                 match frontend::target(body, "Close")? {
@@ -333,6 +373,8 @@ struct ServerToClient {
     hook: Option<Box<dyn ResultHook>>,
     shared: Arc<Shared>,
     rfq_count: u64,
+    /// When set, stop once this many ReadyForQuery have been forwarded.
+    drain_until: Option<u64>,
     rows_wanted: bool,
     row_buf: BytesMut,
 }
@@ -343,8 +385,10 @@ impl ServerToClient {
         let report = error::parse_report(body).ok()?;
         let marker = format!("{SENTINEL_PREFIX}{}-", self.shared.nonce);
         let at = report.message.find(&marker)?;
-        let digits: String =
-            report.message[at + marker.len()..].chars().take_while(char::is_ascii_digit).collect();
+        let digits: String = report.message[at + marker.len()..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
         let seq: u64 = digits.parse().ok()?;
         let mut q = self.shared.denials();
         let mut found = None;
@@ -401,6 +445,10 @@ impl Handler for ServerToClient {
         }
     }
 
+    fn finished(&self) -> bool {
+        self.drain_until.is_some_and(|n| self.rfq_count >= n)
+    }
+
     fn max_inspected(&self) -> usize {
         // Rows shown to the result hook are held whole; the hook's own limits end a result earlier.
         super::pump::MAX_PROTOCOL_MESSAGE
@@ -429,7 +477,9 @@ impl Handler for ServerToClient {
                 Ok(Action::Forward)
             }
             be::DATA_ROW => {
-                let Some(h) = self.hook.as_mut() else { return Ok(Action::Forward) };
+                let Some(h) = self.hook.as_mut() else {
+                    return Ok(Action::Forward);
+                };
                 self.row_buf.clear();
                 match h.data_row(body, &mut self.row_buf) {
                     RowAction::Forward => Ok(Action::Forward),

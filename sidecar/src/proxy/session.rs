@@ -60,7 +60,11 @@ struct Refusal {
 
 impl Refusal {
     fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), hint: None }
+        Self {
+            code,
+            message: message.into(),
+            hint: None,
+        }
     }
 
     fn hint(mut self, hint: impl Into<String>) -> Self {
@@ -91,7 +95,11 @@ pub async fn serve(
     force_close: CancellationToken,
 ) {
     tcp.set_nodelay(true).ok();
-    let uid = peer_uid(local, peer).ok().flatten();
+    // The socket table is read synchronously from /proc: keep it off the event loop.
+    let uid = tokio::task::spawn_blocking(move || peer_uid(local, peer).ok().flatten())
+        .await
+        .ok()
+        .flatten();
     let mut buf = BytesMut::new();
     let started = timeout(shared.startup_timeout, start(tcp, &mut buf, &conn, &shared, uid)).await;
     let (mut client, startup) = match started {
@@ -109,7 +117,12 @@ pub async fn serve(
             return;
         }
     };
-    let Started { identity, upstream, client_user, application_name } = startup;
+    let Started {
+        identity,
+        upstream,
+        client_user,
+        application_name,
+    } = startup;
     info!(connection = %conn.name, caller = %identity, application_name = %application_name, "session started");
     let key = shared.cancels.register(CancelTarget {
         upstream: conn.upstream.clone(),
@@ -125,7 +138,10 @@ pub async fn serve(
         return;
     }
 
-    let Hooks { statements: statement_hook, results: result_hook } = match shared.hooks.as_ref() {
+    let Hooks {
+        statements: statement_hook,
+        results: result_hook,
+    } = match shared.hooks.as_ref() {
         Some(h) => h.open(&SessionInfo {
             connection: conn.name.clone(),
             identity: identity.clone(),
@@ -165,7 +181,9 @@ pub async fn serve(
             let (code, who) = match &e {
                 RelayError::Read(_) | RelayError::Write(_) => (None, "connection"),
                 RelayError::UpstreamMalformed(_) => (Some(sqlstate::PROTOCOL_VIOLATION), "server"),
-                RelayError::TooLarge { .. } | RelayError::State(_) => (Some(sqlstate::PROGRAM_LIMIT_EXCEEDED), "client"),
+                RelayError::TooLarge { .. } | RelayError::State(_) => {
+                    (Some(sqlstate::PROGRAM_LIMIT_EXCEEDED), "client")
+                }
                 _ => (Some(sqlstate::PROTOCOL_VIOLATION), "client"),
             };
             warn!(connection = %conn.name, caller = %identity, error = %e, source = who, "session ended by an error");
@@ -218,10 +236,13 @@ async fn start(
         match parse_opening(&packet) {
             Ok(Opening::SslRequest) if !tls_tried && !client.is_tls() => {
                 tls_tried = true;
-                if !buf.is_empty() {
-                    // Bytes sent after SSLRequest but before the handshake could be injected by a
-                    // man in the middle (CVE-2021-23222): refuse them.
-                    let r = Refusal::new(sqlstate::PROTOCOL_VIOLATION, "data received before the TLS handshake");
+                if has_unread_data(&client, buf) {
+                    // Bytes sent after SSLRequest but before our answer could have been injected by a
+                    // man in the middle (CVE-2021-23222): refuse them, as PostgreSQL does.
+                    let r = Refusal::new(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        "received unencrypted data after SSL request",
+                    );
                     return Err((Some(client), r));
                 }
                 client = match (client, shared.client_tls.as_ref()) {
@@ -247,6 +268,13 @@ async fn start(
             }
             Ok(Opening::GssEncRequest) if !gss_tried && !client.is_tls() => {
                 gss_tried = true;
+                if has_unread_data(&client, buf) {
+                    let r = Refusal::new(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        "received unencrypted data after GSSAPI encryption request",
+                    );
+                    return Err((Some(client), r));
+                }
                 if client.write_all(b"N").await.is_err() {
                     return Ok(None);
                 }
@@ -272,6 +300,19 @@ async fn start(
     }
 }
 
+/// Whether the client sent more than the packet just read: bytes already buffered, or waiting in the
+/// socket. Checked before answering an encryption request.
+fn has_unread_data(client: &ClientStream, buf: &BytesMut) -> bool {
+    if !buf.is_empty() {
+        return true;
+    }
+    let mut probe = [0u8; 1];
+    match client {
+        MaybeTls::Plain(tcp) => matches!(tcp.try_read(&mut probe), Ok(n) if n > 0),
+        MaybeTls::Tls(_) => false,
+    }
+}
+
 /// Parameters a client may not pass through to the server.
 fn passes_through(name: &str) -> bool {
     !matches!(name, "user" | "database" | "replication") && !name.starts_with("_pq_.")
@@ -287,9 +328,15 @@ async fn login(
 ) -> Result<Started, Refusal> {
     let user = startup.get("user").unwrap_or_default();
     if user.is_empty() {
-        return Err(Refusal::new(sqlstate::INVALID_AUTHORIZATION, "no PostgreSQL user name specified in startup packet"));
+        return Err(Refusal::new(
+            sqlstate::INVALID_AUTHORIZATION,
+            "no PostgreSQL user name specified in startup packet",
+        ));
     }
-    if startup.get("replication").is_some_and(|r| !matches!(r, "false" | "off" | "no" | "0")) {
+    if startup
+        .get("replication")
+        .is_some_and(|r| !matches!(r, "false" | "off" | "no" | "0"))
+    {
         return Err(Refusal::new(
             sqlstate::FEATURE_NOT_SUPPORTED,
             "replication connections are not supported through dbward",
@@ -311,12 +358,19 @@ async fn login(
     if startup.minor > 0 || !options.is_empty() {
         let mut out = BytesMut::new();
         backend::negotiate_protocol_version(&mut out, 0, &options);
-        send(client, &out).await.map_err(|_| Refusal::new(sqlstate::CONNECTION_FAILURE, "client went away"))?;
+        send(client, &out)
+            .await
+            .map_err(|_| Refusal::new(sqlstate::CONNECTION_FAILURE, "client went away"))?;
     }
 
     let identity = identify(client, buf, user, conn, shared).await?.with_uid(uid);
 
-    let params: Vec<(&str, &str)> = startup.params.iter().copied().filter(|(k, _)| passes_through(k)).collect();
+    let params: Vec<(&str, &str)> = startup
+        .params
+        .iter()
+        .copied()
+        .filter(|(k, _)| passes_through(k))
+        .collect();
     let upstream = upstream::connect(&conn.upstream, &params).await.map_err(|e| {
         warn!(connection = %conn.name, error = %e, "upstream session failed");
         let r = Refusal::new(leak_code(e.sqlstate()), format!("dbward: connection \"{}\": {e}", conn.name));
@@ -360,24 +414,44 @@ async fn identify(
         return Ok(shared.ambient.clone());
     }
     let Some(verifier) = conn.verifier.as_ref() else {
-        return Err(Refusal::new(
-            sqlstate::INVALID_AUTHORIZATION,
-            format!("connection \"{}\" trusts no token issuer and does not allow the pod's own identity", conn.name),
-        )
-        .hint("add spec.identity.issuers to the DatabaseConnection, or set spec.identity.allowAmbient"));
+        let refusal = if conn.allow_ambient {
+            Refusal::new(
+                sqlstate::INVALID_AUTHORIZATION,
+                format!("connection \"{}\" trusts no token issuer, so user \"{TOKEN_USER}\" cannot present a token", conn.name),
+            )
+            .hint("connect with any other user name to use the pod's own identity, or add spec.identity.issuers to the DatabaseConnection")
+        } else {
+            Refusal::new(
+                sqlstate::INVALID_AUTHORIZATION,
+                format!(
+                    "connection \"{}\" trusts no token issuer and does not allow the pod's own identity",
+                    conn.name
+                ),
+            )
+            .hint("add spec.identity.issuers to the DatabaseConnection, or set spec.identity.allowAmbient")
+        };
+        return Err(refusal);
     };
     let mut out = BytesMut::new();
     backend::authentication_cleartext(&mut out);
-    send(client, &out).await.map_err(|_| Refusal::new(sqlstate::CONNECTION_FAILURE, "client went away"))?;
+    send(client, &out)
+        .await
+        .map_err(|_| Refusal::new(sqlstate::CONNECTION_FAILURE, "client went away"))?;
     let (tag, body) = match read_message(client, buf, MAX_PASSWORD_MESSAGE).await {
         Ok(m) => m,
         Err(ReadError::Eof) => {
-            return Err(Refusal::new(sqlstate::INVALID_PASSWORD, "the client closed the connection instead of sending a token"));
+            return Err(Refusal::new(
+                sqlstate::INVALID_PASSWORD,
+                "the client closed the connection instead of sending a token",
+            ));
         }
         Err(e) => return Err(e.into()),
     };
     if tag != fe::PASSWORD {
-        return Err(Refusal::new(sqlstate::PROTOCOL_VIOLATION, "expected a password message"));
+        return Err(Refusal::new(
+            sqlstate::PROTOCOL_VIOLATION,
+            "expected a password message",
+        ));
     }
     let token = frontend::password(&body)?;
     if token.is_empty() {
@@ -417,7 +491,13 @@ mod tests {
 
     #[test]
     fn client_parameters_that_pass() {
-        for p in ["application_name", "options", "DateStyle", "client_encoding", "search_path"] {
+        for p in [
+            "application_name",
+            "options",
+            "DateStyle",
+            "client_encoding",
+            "search_path",
+        ] {
             assert!(passes_through(p), "{p}");
         }
         for p in ["user", "database", "replication", "_pq_.anything"] {

@@ -18,7 +18,9 @@ pub const MAX_NAMED_PORTALS: usize = 65_536;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum StateError {
-    #[error("too many prepared statements (limit {MAX_NAMED_STATEMENTS}); close some with Close or DEALLOCATE")]
+    #[error(
+        "too many prepared statements (limit {MAX_NAMED_STATEMENTS}); close some with Close or DEALLOCATE"
+    )]
     TooManyStatements,
     #[error("too many open portals (limit {MAX_NAMED_PORTALS})")]
     TooManyPortals,
@@ -105,11 +107,20 @@ impl ProtocolState {
     /// A `Bind` was forwarded.
     pub fn bind(&mut self, portal: &str, statement: &str) -> Result<(), StateError> {
         let source = if statement.is_empty() {
-            if self.unnamed_exists { Source::Unnamed } else { Source::Missing }
+            if self.unnamed_exists {
+                Source::Unnamed
+            } else {
+                Source::Missing
+            }
         } else {
-            self.statements.get(statement).map_or(Source::Missing, |s| Source::Owned(s.clone()))
+            self.statements
+                .get(statement)
+                .map_or(Source::Missing, |s| Source::Owned(s.clone()))
         };
-        let p = Portal { source, batch: self.sync_points };
+        let p = Portal {
+            source,
+            batch: self.sync_points,
+        };
         if portal.is_empty() {
             self.unnamed_portal = Some(p);
         } else {
@@ -124,7 +135,11 @@ impl ProtocolState {
 
     /// The statement text behind a portal, if the portal exists.
     pub fn portal(&self, name: &str) -> Option<&str> {
-        let p = if name.is_empty() { self.unnamed_portal.as_ref() } else { self.portals.get(name) }?;
+        let p = if name.is_empty() {
+            self.unnamed_portal.as_ref()
+        } else {
+            self.portals.get(name)
+        }?;
         match &p.source {
             Source::Unnamed => self.unnamed_exists.then_some(self.unnamed_statement.as_str()),
             Source::Owned(t) => Some(t),
@@ -258,7 +273,10 @@ mod tests {
         for i in 0..MAX_NAMED_STATEMENTS {
             s.parse(&format!("s{i}"), "select 1").unwrap();
         }
-        assert_eq!(s.parse("one-more", "select 1"), Err(StateError::TooManyStatements));
+        assert_eq!(
+            s.parse("one-more", "select 1"),
+            Err(StateError::TooManyStatements)
+        );
         s.close_all_statements();
         assert_eq!(s.named_statement_count(), 0);
     }

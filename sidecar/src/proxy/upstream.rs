@@ -130,14 +130,20 @@ pub struct LoginFacts {
 }
 
 /// Sends SSLRequest and runs the TLS handshake when the mode asks for TLS.
-pub async fn negotiate_tls(mut tcp: TcpStream, target: &UpstreamTarget) -> Result<UpstreamStream, UpstreamError> {
+pub async fn negotiate_tls(
+    mut tcp: TcpStream,
+    target: &UpstreamTarget,
+) -> Result<UpstreamStream, UpstreamError> {
     let (Some(config), Some(name)) = (target.tls.as_ref(), target.server_name.as_ref()) else {
         return Ok(MaybeTls::Plain(tcp));
     };
     let mut req = BytesMut::new();
     encode_ssl_request(&mut req);
     send(&mut tcp, &req).await.map_err(UpstreamError::Write)?;
-    let answer = tcp.read_u8().await.map_err(|e| UpstreamError::Read(ReadError::Io(e)))?;
+    let answer = tcp
+        .read_u8()
+        .await
+        .map_err(|e| UpstreamError::Read(ReadError::Io(e)))?;
     match answer {
         b'S' => {
             let tls = TlsConnector::from(config.clone())
@@ -155,14 +161,27 @@ pub async fn negotiate_tls(mut tcp: TcpStream, target: &UpstreamTarget) -> Resul
 /// Connects, logs in and reads up to the first ReadyForQuery. `params` are the client's startup
 /// parameters to pass on (user and database are the target's own).
 pub async fn connect(target: &UpstreamTarget, params: &[(&str, &str)]) -> Result<Upstream, UpstreamError> {
-    let tcp = timeout(target.connect_timeout, TcpStream::connect((target.host.as_str(), target.port)))
-        .await
-        .map_err(|_| UpstreamError::Timeout { host: target.host.clone(), port: target.port })?
-        .map_err(|source| UpstreamError::Connect { host: target.host.clone(), port: target.port, source })?;
+    let tcp = timeout(
+        target.connect_timeout,
+        TcpStream::connect((target.host.as_str(), target.port)),
+    )
+    .await
+    .map_err(|_| UpstreamError::Timeout {
+        host: target.host.clone(),
+        port: target.port,
+    })?
+    .map_err(|source| UpstreamError::Connect {
+        host: target.host.clone(),
+        port: target.port,
+        source,
+    })?;
     tcp.set_nodelay(true).ok();
     let mut stream = timeout(target.connect_timeout, negotiate_tls(tcp, target))
         .await
-        .map_err(|_| UpstreamError::Timeout { host: target.host.clone(), port: target.port })??;
+        .map_err(|_| UpstreamError::Timeout {
+            host: target.host.clone(),
+            port: target.port,
+        })??;
 
     let mut all: Vec<(&str, &str)> = vec![("user", &target.user), ("database", &target.database)];
     all.extend(params.iter().filter(|(k, _)| *k != "user" && *k != "database"));
@@ -190,7 +209,9 @@ async fn login(stream: &mut UpstreamStream, target: &UpstreamTarget) -> Result<L
             be::AUTHENTICATION => {
                 let (code, rest) = backend::authentication(&body)?;
                 if authenticated {
-                    return Err(UpstreamError::Protocol("authentication request after AuthenticationOk"));
+                    return Err(UpstreamError::Protocol(
+                        "authentication request after AuthenticationOk",
+                    ));
                 }
                 match code {
                     auth::OK => {
@@ -205,8 +226,9 @@ async fn login(stream: &mut UpstreamStream, target: &UpstreamTarget) -> Result<L
                         put_message(&mut out, fe::PASSWORD, |b| put_cstr(b, target.password.expose()));
                     }
                     auth::MD5_PASSWORD => {
-                        let salt: [u8; 4] = rest.try_into().map_err(|_| {
-                            Malformed { message: "AuthenticationMD5Password", problem: "salt is not 4 bytes" }
+                        let salt: [u8; 4] = rest.try_into().map_err(|_| Malformed {
+                            message: "AuthenticationMD5Password",
+                            problem: "salt is not 4 bytes",
                         })?;
                         let hashed = md5_password(&target.user, target.password.expose(), salt);
                         put_message(&mut out, fe::PASSWORD, |b| put_cstr(b, &hashed));
@@ -225,19 +247,24 @@ async fn login(stream: &mut UpstreamStream, target: &UpstreamTarget) -> Result<L
                         scram = Some(client);
                     }
                     auth::SASL_CONTINUE => {
-                        let client =
-                            scram.as_mut().ok_or(UpstreamError::Protocol("SASLContinue without SASL"))?;
+                        let client = scram
+                            .as_mut()
+                            .ok_or(UpstreamError::Protocol("SASLContinue without SASL"))?;
                         let last = client.server_first_cached(rest, Some(&target.scram_cache))?;
                         put_message(&mut out, fe::PASSWORD, |b| b.extend_from_slice(&last));
                     }
                     auth::SASL_FINAL => {
-                        let client = scram.as_ref().ok_or(UpstreamError::Protocol("SASLFinal without SASL"))?;
+                        let client = scram
+                            .as_ref()
+                            .ok_or(UpstreamError::Protocol("SASLFinal without SASL"))?;
                         client.server_final(rest)?;
                         scram_done = true;
                         continue;
                     }
                     auth::KERBEROS_V5 => return Err(AuthError::UnsupportedMethod("Kerberos V5").into()),
-                    auth::GSS | auth::GSS_CONTINUE => return Err(AuthError::UnsupportedMethod("GSSAPI").into()),
+                    auth::GSS | auth::GSS_CONTINUE => {
+                        return Err(AuthError::UnsupportedMethod("GSSAPI").into());
+                    }
                     auth::SSPI => return Err(AuthError::UnsupportedMethod("SSPI").into()),
                     _ => return Err(UpstreamError::Protocol("unknown authentication request")),
                 }
@@ -245,7 +272,10 @@ async fn login(stream: &mut UpstreamStream, target: &UpstreamTarget) -> Result<L
             }
             be::ERROR_RESPONSE => {
                 let r = parse_report(&body)?;
-                return Err(UpstreamError::Rejected { code: r.code.to_owned(), message: r.message.to_owned() });
+                return Err(UpstreamError::Rejected {
+                    code: r.code.to_owned(),
+                    message: r.message.to_owned(),
+                });
             }
             be::NEGOTIATE_PROTOCOL_VERSION => {
                 // We ask for 3.0 without protocol options; a server may still say so. Nothing to change.
@@ -255,15 +285,20 @@ async fn login(stream: &mut UpstreamStream, target: &UpstreamTarget) -> Result<L
                 if name == "server_version" {
                     server_version = Some(value.to_owned());
                 }
-                put_message(&mut startup_messages, be::PARAMETER_STATUS, |b| b.extend_from_slice(&body));
+                put_message(&mut startup_messages, be::PARAMETER_STATUS, |b| {
+                    b.extend_from_slice(&body)
+                });
             }
             be::NOTICE_RESPONSE => {
-                put_message(&mut startup_messages, be::NOTICE_RESPONSE, |b| b.extend_from_slice(&body));
+                put_message(&mut startup_messages, be::NOTICE_RESPONSE, |b| {
+                    b.extend_from_slice(&body)
+                });
             }
             be::BACKEND_KEY_DATA if authenticated => key = Some(backend::backend_key(&body)?),
             be::READY_FOR_QUERY if authenticated => {
                 let status = backend::ready_status(&body)?;
-                let (pid, secret) = key.ok_or(UpstreamError::Protocol("no BackendKeyData before ReadyForQuery"))?;
+                let (pid, secret) =
+                    key.ok_or(UpstreamError::Protocol("no BackendKeyData before ReadyForQuery"))?;
                 if !buf.is_empty() {
                     return Err(UpstreamError::Protocol("data after the first ReadyForQuery"));
                 }

@@ -28,7 +28,12 @@ fn cached_salted_password_gives_the_same_exchange() {
     let cache = SaltedPasswordCache::default();
     for _ in 0..2 {
         let mut client = rfc_client();
-        assert_eq!(client.server_first_cached(RFC_SERVER_FIRST, Some(&cache)).unwrap(), RFC_CLIENT_FINAL);
+        assert_eq!(
+            client
+                .server_first_cached(RFC_SERVER_FIRST, Some(&cache))
+                .unwrap(),
+            RFC_CLIENT_FINAL
+        );
         client.server_final(RFC_SERVER_FINAL).unwrap();
     }
     // A different salt is derived afresh, not taken from the cache.
@@ -41,7 +46,12 @@ fn cached_salted_password_gives_the_same_exchange() {
     );
     // And back: the cache now holds the other salt's key and must not hand it out for the RFC salt.
     let mut client = rfc_client();
-    assert_eq!(client.server_first_cached(RFC_SERVER_FIRST, Some(&cache)).unwrap(), RFC_CLIENT_FINAL);
+    assert_eq!(
+        client
+            .server_first_cached(RFC_SERVER_FIRST, Some(&cache))
+            .unwrap(),
+        RFC_CLIENT_FINAL
+    );
 }
 
 #[test]

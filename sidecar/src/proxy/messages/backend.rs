@@ -128,7 +128,10 @@ pub fn sasl_mechanisms(mut rest: &[u8]) -> Result<Vec<&str>, Malformed> {
     }
     rest = r.remaining();
     if !rest.is_empty() {
-        return Err(Malformed { message: "AuthenticationSASL", problem: "trailing bytes" });
+        return Err(Malformed {
+            message: "AuthenticationSASL",
+            problem: "trailing bytes",
+        });
     }
     Ok(out)
 }
@@ -192,6 +195,9 @@ mod tests {
         assert!(sasl_mechanisms(b"SCRAM").is_err());
         assert_eq!(backend_key(&[0, 0, 0, 7, 0, 0, 0, 9]).unwrap(), (7, 9));
         assert_eq!(authentication(&[0, 0, 0, 10, 1]).unwrap(), (10, &[1u8][..]));
-        assert_eq!(parameter(b"server_version\x0015.1\0").unwrap(), ("server_version", "15.1"));
+        assert_eq!(
+            parameter(b"server_version\x0015.1\0").unwrap(),
+            ("server_version", "15.1")
+        );
     }
 }

@@ -56,7 +56,13 @@ pub struct Report<'a> {
 
 impl<'a> Report<'a> {
     pub fn new(severity: Severity, code: &'a str, message: &'a str) -> Self {
-        Self { severity, code, message, detail: None, hint: None }
+        Self {
+            severity,
+            code,
+            message,
+            detail: None,
+            hint: None,
+        }
     }
 
     pub fn error(code: &'a str, message: &'a str) -> Self {
@@ -145,7 +151,9 @@ mod tests {
     #[test]
     fn round_trip() {
         let mut b = BytesMut::new();
-        Report::error(sqlstate::INSUFFICIENT_PRIVILEGE, "blocked").with_hint("ask").encode(&mut b);
+        Report::error(sqlstate::INSUFFICIENT_PRIVILEGE, "blocked")
+            .with_hint("ask")
+            .encode(&mut b);
         assert_eq!(b[0], b'E');
         let len = u32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize;
         assert_eq!(len + 1, b.len());

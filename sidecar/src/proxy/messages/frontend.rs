@@ -49,7 +49,11 @@ pub fn parse(body: &[u8]) -> Result<Parse<'_>, Malformed> {
         param_types.push(r.u32()?);
     }
     r.finish()?;
-    Ok(Parse { name, query, param_types })
+    Ok(Parse {
+        name,
+        query,
+        param_types,
+    })
 }
 
 /// Format code of a parameter or result column.
@@ -95,7 +99,10 @@ impl<'a> Bind<'a> {
 
     /// Parameter values in order; `None` is SQL NULL.
     pub fn params(&self) -> Params<'a> {
-        Params { buf: self.values, left: self.param_count }
+        Params {
+            buf: self.values,
+            left: self.param_count,
+        }
     }
 
     /// Whether any result column is requested in binary.
@@ -251,7 +258,14 @@ mod tests {
         b.extend(1i16.to_be_bytes());
         b.extend(23u32.to_be_bytes());
         let p = parse(&b).unwrap();
-        assert_eq!(p, Parse { name: "s1", query: "select $1::int", param_types: vec![23] });
+        assert_eq!(
+            p,
+            Parse {
+                name: "s1",
+                query: "select $1::int",
+                param_types: vec![23]
+            }
+        );
         b.pop();
         assert!(parse(&b).is_err());
     }
@@ -322,7 +336,13 @@ mod tests {
     fn execute_close_describe() {
         let mut b = cs("portal");
         b.extend(10i32.to_be_bytes());
-        assert_eq!(execute(&b).unwrap(), Execute { portal: "portal", max_rows: 10 });
+        assert_eq!(
+            execute(&b).unwrap(),
+            Execute {
+                portal: "portal",
+                max_rows: 10
+            }
+        );
         assert_eq!(target(b"Sname\0", "Close").unwrap(), (Target::Statement, "name"));
         assert_eq!(target(b"P\0", "Describe").unwrap(), (Target::Portal, ""));
         assert!(target(b"Xname\0", "Close").is_err());

@@ -32,7 +32,10 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn err(&self, problem: &'static str) -> Malformed {
-        Malformed { message: self.message, problem }
+        Malformed {
+            message: self.message,
+            problem,
+        }
     }
 
     pub(crate) fn remaining(&self) -> &'a [u8] {
@@ -47,7 +50,11 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn cstr_bytes(&mut self) -> Result<&'a [u8], Malformed> {
-        let end = self.buf.iter().position(|&b| b == 0).ok_or_else(|| self.err("missing string terminator"))?;
+        let end = self
+            .buf
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or_else(|| self.err("missing string terminator"))?;
         let (s, rest) = self.buf.split_at(end);
         self.buf = &rest[1..];
         Ok(s)
@@ -88,6 +95,10 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn finish(&self) -> Result<(), Malformed> {
-        if self.buf.is_empty() { Ok(()) } else { Err(self.err("trailing bytes")) }
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(self.err("trailing bytes"))
+        }
     }
 }

@@ -38,7 +38,11 @@ impl<'a> Startup<'a> {
 
     /// Protocol options (`_pq_.*`) the client asked for; the sidecar supports none.
     pub fn protocol_options(&self) -> Vec<&'a str> {
-        self.params.iter().filter(|(k, _)| k.starts_with("_pq_.")).map(|(k, _)| *k).collect()
+        self.params
+            .iter()
+            .filter(|(k, _)| k.starts_with("_pq_."))
+            .map(|(k, _)| *k)
+            .collect()
     }
 }
 
@@ -76,7 +80,10 @@ pub fn parse_opening(packet: &[u8]) -> Result<Opening<'_>, Malformed> {
             r.finish()?;
             Ok(Opening::Startup(Startup { minor, params }))
         }
-        _ => Err(Malformed { message: "StartupMessage", problem: "unsupported protocol version" }),
+        _ => Err(Malformed {
+            message: "StartupMessage",
+            problem: "unsupported protocol version",
+        }),
     }
 }
 
@@ -139,8 +146,14 @@ mod tests {
         assert_eq!(parse_opening(&b[4..]).unwrap(), Opening::SslRequest);
         b.clear();
         encode_cancel(&mut b, 5, 6);
-        assert_eq!(parse_opening(&b[4..]).unwrap(), Opening::Cancel { pid: 5, secret: 6 });
-        assert_eq!(parse_opening(&GSSENC_REQUEST.to_be_bytes()).unwrap(), Opening::GssEncRequest);
+        assert_eq!(
+            parse_opening(&b[4..]).unwrap(),
+            Opening::Cancel { pid: 5, secret: 6 }
+        );
+        assert_eq!(
+            parse_opening(&GSSENC_REQUEST.to_be_bytes()).unwrap(),
+            Opening::GssEncRequest
+        );
     }
 
     #[test]
