@@ -18,3 +18,11 @@ test:
 ## Regenerate crds/*.yaml and charts/dbward/crds/*.yaml from the Rust types.
 crds:
 	DBWARD_UPDATE_CRDS=1 cargo test -p dbward-crds --test crds
+
+## Benchmark dbward-sidecar against PostgreSQL directly and PgBouncer (pgbench -S, streaming, idle memory,
+## startup); about 15 minutes. BENCH_QUICK=1 for a short run; BENCH_SECONDS, BENCH_ROUNDS, BENCH_SCALE tune
+## it. Prints tables; the data goes to target/bench/results.json. Not a test: missed targets do not fail.
+bench:
+	scripts/ensure-postgres.sh
+	cargo build --release --locked -p dbward-sidecar
+	python3 bench/run.py
