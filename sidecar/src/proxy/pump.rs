@@ -4,14 +4,14 @@
 //! streams through as it arrives, whatever its size, so a 50 MB DataRow costs no more memory than the
 //! read buffer. Forwarded bytes are written straight from the read buffer: no copy, no allocation.
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::RelayError;
 
 /// PostgreSQL's own ceiling for a message length (MaxAllocSize - 1).
 pub const MAX_PROTOCOL_MESSAGE: usize = 0x3fff_ffff;
-const INITIAL_BUFFER: usize = 8 * 1024;
+const INITIAL_BUFFER: usize = 4 * 1024;
 const MAX_READ_CHUNK: usize = 256 * 1024;
 
 /// What a handler decided about a complete message.
@@ -51,8 +51,14 @@ pub enum Stop {
 }
 
 /// One direction's buffer and framing state.
+///
+/// The buffer is a plain, always-initialized byte vector with the unread bytes at `head..tail`: reads
+/// go straight into its free tail (no zeroing, no unsafe), and forwarded bytes are written straight
+/// from it. It starts small, grows while reads fill it (bulk results), and is compacted in place.
 pub struct Pump {
-    buf: BytesMut,
+    buf: Vec<u8>,
+    head: usize,
+    tail: usize,
     scratch: BytesMut,
     /// Bytes of a streamed message still to forward.
     streaming: usize,
@@ -60,15 +66,17 @@ pub struct Pump {
 
 impl Default for Pump {
     fn default() -> Self {
-        Self::with_buffer(BytesMut::new())
+        Self::with_buffer(&[])
     }
 }
 
 impl Pump {
     /// A pump whose buffer already holds bytes read during startup.
-    pub fn with_buffer(buf: BytesMut) -> Self {
+    pub fn with_buffer(already_read: &[u8]) -> Self {
         Self {
-            buf,
+            buf: already_read.to_vec(),
+            head: 0,
+            tail: already_read.len(),
             scratch: BytesMut::new(),
             streaming: 0,
         }
@@ -77,6 +85,19 @@ impl Pump {
     /// Whether the pump sits between messages (nothing half-forwarded).
     pub fn at_boundary(&self) -> bool {
         self.streaming == 0
+    }
+
+    /// Makes the buffer at least `size` bytes long with the unread bytes moved to its front.
+    fn make_room(&mut self, size: usize) {
+        let unread = self.tail - self.head;
+        if self.head > 0 {
+            self.buf.copy_within(self.head..self.tail, 0);
+            self.head = 0;
+            self.tail = unread;
+        }
+        if self.buf.len() < size {
+            self.buf.resize(size, 0);
+        }
     }
 
     /// Runs until EOF, a handler stop, or an error.
@@ -88,30 +109,42 @@ impl Pump {
     {
         let mut chunk = INITIAL_BUFFER;
         loop {
-            if !self.buf.is_empty() {
-                let need = self.process(wr, h).await?;
+            let mut need = 0;
+            if self.tail > self.head {
+                need = self.process(wr, h).await?;
                 if h.finished() {
                     wr.flush().await.map_err(RelayError::Write)?;
                     return Ok(Stop::Done);
                 }
-                if need > self.buf.capacity() {
-                    self.buf.reserve(need - self.buf.len());
-                }
             }
-            if self.buf.is_empty() {
+            if self.tail == self.head {
+                self.head = 0;
+                self.tail = 0;
+                // A large inspected message grew the buffer; give the memory back once it is forwarded.
+                if self.buf.len() > 2 * MAX_READ_CHUNK {
+                    self.buf.truncate(MAX_READ_CHUNK);
+                    self.buf.shrink_to_fit();
+                }
                 self.scratch.clear();
                 h.idle(&mut self.scratch);
                 if !self.scratch.is_empty() {
                     wr.write_all(&self.scratch).await.map_err(RelayError::Write)?;
                 }
             }
-            if self.buf.capacity() - self.buf.len() < chunk / 2 {
-                self.buf.reserve(chunk);
+            // Room to read: at least half a chunk, and all a pending inspected message still lacks.
+            let unread = self.tail - self.head;
+            let missing = need.saturating_sub(unread);
+            if self.buf.len() - self.tail < missing.max(chunk / 2) {
+                self.make_room(unread + missing.max(chunk));
             }
-            let n = rd.read_buf(&mut self.buf).await.map_err(RelayError::Read)?;
+            let n = rd
+                .read(&mut self.buf[self.tail..])
+                .await
+                .map_err(RelayError::Read)?;
             if n == 0 {
                 return Ok(Stop::Eof);
             }
+            self.tail += n;
             // Grow the read size while reads fill the buffer (bulk results), up to a bound.
             if n >= chunk / 2 && chunk < MAX_READ_CHUNK {
                 chunk *= 2;
@@ -130,7 +163,8 @@ impl Pump {
         let mut flushed = 0;
         let mut need = 0;
         let mut refused = None;
-        let len = self.buf.len();
+        let data = &self.buf[self.head..self.tail];
+        let len = data.len();
         while pos < len {
             if self.streaming > 0 {
                 let n = self.streaming.min(len - pos);
@@ -142,13 +176,9 @@ impl Pump {
                 need = 5;
                 break;
             }
-            let tag = self.buf[pos];
-            let declared = u32::from_be_bytes([
-                self.buf[pos + 1],
-                self.buf[pos + 2],
-                self.buf[pos + 3],
-                self.buf[pos + 4],
-            ]) as usize;
+            let tag = data[pos];
+            let declared =
+                u32::from_be_bytes([data[pos + 1], data[pos + 2], data[pos + 3], data[pos + 4]]) as usize;
             if !(4..=MAX_PROTOCOL_MESSAGE).contains(&declared) {
                 refused = Some(RelayError::BadLength {
                     tag,
@@ -176,7 +206,7 @@ impl Pump {
                 break;
             }
             self.scratch.clear();
-            let action = match h.frame(tag, &self.buf[pos + 5..pos + total], &mut self.scratch) {
+            let action = match h.frame(tag, &data[pos + 5..pos + total], &mut self.scratch) {
                 Ok(a) => a,
                 Err(e) => {
                     refused = Some(e);
@@ -187,7 +217,7 @@ impl Pump {
                 Action::Forward => pos += total,
                 Action::Drop | Action::Replace => {
                     if flushed < pos {
-                        wr.write_all(&self.buf[flushed..pos])
+                        wr.write_all(&data[flushed..pos])
                             .await
                             .map_err(RelayError::Write)?;
                     }
@@ -204,11 +234,11 @@ impl Pump {
         }
         // What came before a refused message is forwarded first, as the server would have processed it.
         if flushed < pos {
-            wr.write_all(&self.buf[flushed..pos])
+            wr.write_all(&data[flushed..pos])
                 .await
                 .map_err(RelayError::Write)?;
         }
-        self.buf.advance(pos);
+        self.head += pos;
         match refused {
             Some(e) => Err(e),
             None => Ok(need),
@@ -221,9 +251,18 @@ mod tests {
     use super::*;
 
     /// Uppercases Query text, drops Flush, records what it saw.
-    #[derive(Default)]
     struct Upper {
         seen: Vec<u8>,
+        max: usize,
+    }
+
+    impl Default for Upper {
+        fn default() -> Self {
+            Self {
+                seen: Vec::new(),
+                max: 64,
+            }
+        }
     }
 
     impl Handler for Upper {
@@ -231,7 +270,7 @@ mod tests {
             matches!(tag, b'Q' | b'H')
         }
         fn max_inspected(&self) -> usize {
-            64
+            self.max
         }
         fn frame(&mut self, tag: u8, body: &[u8], scratch: &mut BytesMut) -> Result<Action, RelayError> {
             self.seen.push(tag);
@@ -254,6 +293,14 @@ mod tests {
 
     /// Feeds `input` in pieces of `split` bytes through a pump and returns what came out.
     async fn pump(input: &[u8], split: usize) -> (Result<Stop, RelayError>, Vec<u8>, Vec<u8>) {
+        pump_with(input, split, Upper::default()).await
+    }
+
+    async fn pump_with(
+        input: &[u8],
+        split: usize,
+        mut h: Upper,
+    ) -> (Result<Stop, RelayError>, Vec<u8>, Vec<u8>) {
         let (mut client, mut server) = tokio::io::duplex(1 << 20);
         let input = input.to_vec();
         let writer = tokio::spawn(async move {
@@ -264,7 +311,6 @@ mod tests {
             }
         });
         let mut out = Vec::new();
-        let mut h = Upper::default();
         let mut p = Pump::default();
         let r = p.run(&mut server, &mut out, &mut h).await;
         writer.await.unwrap();
@@ -287,6 +333,31 @@ mod tests {
             assert_eq!(r.unwrap(), Stop::Eof, "split {split}");
             assert_eq!(out, expected, "split {split}");
             assert_eq!(seen, b"QHQ", "split {split}");
+        }
+    }
+
+    #[tokio::test]
+    async fn inspected_messages_larger_than_the_buffer_are_held_whole() {
+        // Many messages, one far larger than the initial buffer, at splits that leave partial headers
+        // and bodies at the end of the buffer, so it is compacted and grown.
+        let mut input = Vec::new();
+        let mut expected = Vec::new();
+        for size in [10, 300_000, 3, 5_000, 70_000] {
+            let body: Vec<u8> = std::iter::repeat_n(b'a', size).chain([0]).collect();
+            input.extend(msg(b'Q', &body));
+            expected.extend(msg(b'Q', &body.to_ascii_uppercase()));
+            input.extend(msg(b'd', &[9u8; 777]));
+            expected.extend(msg(b'd', &[9u8; 777]));
+        }
+        for split in [1000, 4093, 65_536, 1 << 20] {
+            let h = Upper {
+                seen: Vec::new(),
+                max: 1 << 20,
+            };
+            let (r, out, seen) = pump_with(&input, split, h).await;
+            assert_eq!(r.unwrap(), Stop::Eof, "split {split}");
+            assert_eq!(seen, b"QQQQQ", "split {split}");
+            assert!(out == expected, "split {split}: output differs");
         }
     }
 

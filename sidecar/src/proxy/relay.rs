@@ -135,7 +135,7 @@ where
         rows_wanted: false,
         row_buf: BytesMut::new(),
     };
-    let mut up_pump = Pump::with_buffer(client_buffered);
+    let mut up_pump = Pump::with_buffer(&client_buffered);
     let mut down_pump = Pump::default();
     let up_result = tokio::select! {
         r = up_pump.run(client_rd, server_wr, &mut up) => r,
