@@ -287,3 +287,21 @@ async fn startup_parameters_reach_the_server() {
     assert_eq!(row.get::<_, &str>(1), "shop");
     let _ = direct_params(shared());
 }
+
+#[tokio::test]
+async fn function_call_is_relayed_as_a_sync_point() {
+    // FunctionCall int4pl(2, 3) (OID 177), text arguments and result, then a simple query.
+    let mut body = 177u32.to_be_bytes().to_vec();
+    body.extend(1i16.to_be_bytes());
+    body.extend(0i16.to_be_bytes());
+    body.extend(2i16.to_be_bytes());
+    for arg in [b"2", b"3"] {
+        body.extend(1i32.to_be_bytes());
+        body.extend(arg);
+    }
+    body.extend(0i16.to_be_bytes());
+    let (direct, via) = both_ways(&[frame(b'F', &body), query("select 'after'")], 2).await;
+    assert_eq!(tags(&direct), "V Z T D C Z");
+    assert_eq!(direct[0].body, [0, 0, 0, 1, b'5']);
+    assert_eq!(direct, via);
+}
