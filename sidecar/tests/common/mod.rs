@@ -51,29 +51,7 @@ impl TestProxy {
 
 /// Config YAML for one connection named `orders` to `pg`, with extra `spec` lines appended.
 pub fn connection_yaml(pg: &TestPostgres, spec_extra: &str) -> String {
-    format!(
-        r#"apiVersion: dbward.dev/v1alpha1
-kind: DatabaseConnection
-metadata: {{name: orders}}
-spec:
-  host: 127.0.0.1
-  port: {port}
-  database: shop
-  localPort: 15432
-  credentialsSecretRef: {{name: orders-db}}
-{spec_extra}
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: orders-db}}
-stringData:
-  username: {user}
-  password: {password}
-"#,
-        port = pg.port(),
-        user = pg.app_user(),
-        password = pg.app_password(),
-    )
+    connection_yaml_to("127.0.0.1", pg.port(), pg.app_user(), pg.app_password(), spec_extra)
 }
 
 /// Starts a proxy for config `yaml` on a free port.
