@@ -6,5 +6,8 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod identity;
+pub mod mask;
+pub mod policy;
 pub mod proxy;
+pub mod sql;
 pub mod tls;

@@ -51,7 +51,13 @@ impl TestProxy {
 
 /// Config YAML for one connection named `orders` to `pg`, with extra `spec` lines appended.
 pub fn connection_yaml(pg: &TestPostgres, spec_extra: &str) -> String {
-    connection_yaml_to("127.0.0.1", pg.port(), pg.app_user(), pg.app_password(), spec_extra)
+    connection_yaml_to(
+        "127.0.0.1",
+        pg.port(),
+        pg.app_user(),
+        pg.app_password(),
+        spec_extra,
+    )
 }
 
 /// Starts a proxy for config `yaml` on a free port.
