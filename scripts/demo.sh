@@ -15,7 +15,7 @@ bindir="$("$here/scripts/ensure-postgres.sh" --print-bindir)"
 
 echo "building dbward-sidecar..." >&2
 cargo build --quiet -p dbward-sidecar --manifest-path "$here/Cargo.toml"
-sidecar="$here/target/debug/dbward-sidecar"
+sidecar="${CARGO_TARGET_DIR:-$here/target}/debug/dbward-sidecar"
 
 work="$(mktemp -d /tmp/dbward-demo.XXXXXX)"
 pg_pid="" sidecar_pid=""
