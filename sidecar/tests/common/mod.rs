@@ -66,23 +66,7 @@ pub async fn start_proxy_with(
     opts: RunOptions,
     hooks: Option<Arc<dyn SessionHooks>>,
 ) -> TestProxy {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let cfg = config::parse_str(yaml).unwrap();
-    let env = |_: &str| None;
-    let mut pc = config::runtime::build(&cfg, &opts, hooks, &env).unwrap();
-    for c in &mut pc.connections {
-        c.1 = 0;
-    }
-    pc.listen = vec!["127.0.0.1".parse().unwrap()];
-    let proxy = Proxy::bind(pc).await.unwrap();
-    let addr = proxy.local_addrs()[0].1;
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(proxy.run(stop.clone()));
-    TestProxy {
-        addr,
-        stop,
-        task: Some(task),
-    }
+    start_proxy_edited(yaml, opts, |pc| pc.shared.hooks = hooks).await
 }
 
 /// A proxy with plain TLS-less upstream to the shared PostgreSQL.
