@@ -74,6 +74,10 @@ pub struct RunArgs {
     /// After SIGTERM, how long running sessions may go on before they are closed.
     #[arg(long, env = "DBWARD_SHUTDOWN_GRACE", default_value = "30s", value_parser = duration)]
     pub shutdown_grace: Duration,
+    /// Sessions served at once over all connections; a client beyond it gets 53300, as from a server at
+    /// max_connections.
+    #[arg(long, env = "DBWARD_MAX_SESSIONS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_sessions: u32,
     /// Worker threads. 1 (the default) runs every session on one event loop, which costs the least CPU
     /// per statement; more threads help only when the pod has several CPUs to give the sidecar.
     #[arg(long, env = "DBWARD_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -118,6 +122,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         client_tls,
         listen: args.listen,
         shutdown_grace: args.shutdown_grace,
+        max_sessions: args.max_sessions as usize,
         max_message: args.max_message,
         ..RunOptions::default()
     };

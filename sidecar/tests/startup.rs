@@ -499,3 +499,38 @@ async fn pipelined_messages_before_a_refused_one_are_answered_first() {
         .unwrap_err();
     assert_eq!(code(&e).as_deref(), Some("54000"), "{e:?}");
 }
+
+#[tokio::test]
+async fn sessions_over_the_limit_are_refused_with_53300() {
+    let pg = shared();
+    let opts = RunOptions {
+        max_sessions: 2,
+        ..RunOptions::default()
+    };
+    let proxy = start_proxy_with(&connection_yaml(pg, "  tls: {mode: disable}"), opts, None).await;
+    let first = connect(&proxy.app()).await.unwrap();
+    let second = connect(&proxy.app()).await.unwrap();
+    let e = connect(&proxy.app()).await.unwrap_err();
+    let db = e.as_db_error().unwrap_or_else(|| panic!("{e:?}"));
+    assert_eq!(db.code().code(), "53300");
+    assert!(db.message().contains("too many clients"), "{}", db.message());
+    // The sessions that got in work, and a slot frees up when one ends.
+    assert_eq!(
+        second.query_one("select 2", &[]).await.unwrap().get::<_, i32>(0),
+        2
+    );
+    drop(first);
+    let mut third = None;
+    for _ in 0..100 {
+        if let Ok(c) = connect(&proxy.app()).await {
+            third = Some(c);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let third = third.expect("a slot frees up when a session ends");
+    assert_eq!(
+        third.query_one("select 3", &[]).await.unwrap().get::<_, i32>(0),
+        3
+    );
+}

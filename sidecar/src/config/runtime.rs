@@ -31,6 +31,8 @@ pub struct RunOptions {
     pub client_tls: Option<(Vec<u8>, Vec<u8>)>,
     pub listen: Vec<IpAddr>,
     pub shutdown_grace: Duration,
+    /// Sessions served at once; more are refused with 53300.
+    pub max_sessions: usize,
     pub startup_timeout: Duration,
     pub connect_timeout: Duration,
     pub max_message: usize,
@@ -44,6 +46,7 @@ impl Default for RunOptions {
             client_tls: None,
             listen: crate::proxy::listener::loopback(),
             shutdown_grace: Duration::from_secs(30),
+            max_sessions: 1000,
             startup_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
             max_message: RelayLimits::default().max_message,
@@ -205,6 +208,7 @@ pub fn build(
             startup_timeout: opts.startup_timeout,
         },
         shutdown_grace: opts.shutdown_grace,
+        max_sessions: opts.max_sessions,
     })
 }
 

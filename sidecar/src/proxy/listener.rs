@@ -6,11 +6,18 @@ use std::{
     time::Duration,
 };
 
-use tokio::net::TcpListener;
+use tokio::{
+    io::AsyncWriteExt,
+    net::{TcpListener, TcpStream},
+    sync::Semaphore,
+};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{info, warn};
 
-use super::session::{ConnectionContext, SessionShared, serve};
+use super::{
+    messages::error::Report,
+    session::{ConnectionContext, SessionShared, serve},
+};
 
 /// What the proxy serves.
 pub struct ProxyConfig {
@@ -21,6 +28,8 @@ pub struct ProxyConfig {
     pub shared: SessionShared,
     /// How long running sessions may go on after shutdown begins.
     pub shutdown_grace: Duration,
+    /// Sessions served at once, over all connections; more are refused with 53300.
+    pub max_sessions: usize,
 }
 
 /// The default listen addresses: loopback only.
@@ -43,6 +52,7 @@ pub struct Proxy {
     listeners: Vec<(Arc<ConnectionContext>, TcpListener)>,
     shared: Arc<SessionShared>,
     grace: Duration,
+    slots: Arc<Semaphore>,
 }
 
 impl Proxy {
@@ -78,6 +88,7 @@ impl Proxy {
             listeners,
             shared: Arc::new(config.shared),
             grace: config.shutdown_grace,
+            slots: Arc::new(Semaphore::new(config.max_sessions)),
         })
     }
 
@@ -99,6 +110,7 @@ impl Proxy {
             let shutdown = shutdown.clone();
             let force = force.clone();
             let sessions = tracker.clone();
+            let slots = self.slots.clone();
             tracker.spawn(async move {
                 loop {
                     let accepted = tokio::select! {
@@ -111,14 +123,16 @@ impl Proxy {
                                 Ok(a) => a,
                                 Err(_) => continue,
                             };
-                            sessions.spawn(serve(
-                                tcp,
-                                peer,
-                                local,
-                                conn.clone(),
-                                shared.clone(),
-                                force.clone(),
-                            ));
+                            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                                warn!(connection = %conn.name, %peer, "session limit reached: connection refused");
+                                sessions.spawn(refuse_busy(tcp));
+                                continue;
+                            };
+                            let (conn, shared, force) = (conn.clone(), shared.clone(), force.clone());
+                            sessions.spawn(async move {
+                                serve(tcp, peer, local, conn, shared, force).await;
+                                drop(slot);
+                            });
                         }
                         Err(e) => {
                             // Out of file descriptors and the like: back off instead of spinning.
@@ -143,6 +157,18 @@ impl Proxy {
         }
         info!("all sessions ended");
     }
+}
+
+/// Tells a client over the session limit why, as PostgreSQL does when max_connections is reached.
+async fn refuse_busy(mut tcp: TcpStream) {
+    let mut out = bytes::BytesMut::new();
+    Report::fatal(
+        "53300",
+        "sorry, too many clients already (dbward sidecar session limit)",
+    )
+    .encode(&mut out);
+    // The client's startup packet is not read: the answer is the same whatever it asked.
+    let _ = tokio::time::timeout(Duration::from_secs(2), tcp.write_all(&out)).await;
 }
 
 fn ipv6_unavailable(e: &std::io::Error) -> bool {
