@@ -5,7 +5,16 @@
 //! read buffer. Forwarded bytes are written straight from the read buffer: no copy, no allocation.
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use std::{
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::Poll,
+};
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::RelayError;
 
@@ -48,6 +57,8 @@ pub enum Stop {
     Eof,
     /// The handler asked to stop after forwarding (e.g. Terminate).
     Done,
+    /// Shutdown was requested and the pump sat between messages.
+    Shutdown,
 }
 
 /// One direction's buffer and framing state.
@@ -62,6 +73,8 @@ pub struct Pump {
     scratch: BytesMut,
     /// Bytes of a streamed message still to forward.
     streaming: usize,
+    /// When set, the pump stops at the next message boundary instead of reading on.
+    shutdown: Option<Arc<AtomicBool>>,
 }
 
 impl Default for Pump {
@@ -79,7 +92,14 @@ impl Pump {
             tail: already_read.len(),
             scratch: BytesMut::new(),
             streaming: 0,
+            shutdown: None,
         }
+    }
+
+    /// Stop at a message boundary once `flag` is set (checked whenever the pump would read).
+    pub fn stop_on(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.shutdown = Some(flag);
+        self
     }
 
     /// Whether the pump sits between messages (nothing half-forwarded).
@@ -137,13 +157,25 @@ impl Pump {
             if self.buf.len() - self.tail < missing.max(chunk / 2) {
                 self.make_room(unread + missing.max(chunk));
             }
-            let n = rd
-                .read(&mut self.buf[self.tail..])
-                .await
-                .map_err(RelayError::Read)?;
-            if n == 0 {
-                return Ok(Stop::Eof);
-            }
+            let at_boundary = self.streaming == 0;
+            let shutdown = self.shutdown.as_deref();
+            let free = &mut self.buf[self.tail..];
+            let read = std::future::poll_fn(|cx| {
+                if at_boundary && shutdown.is_some_and(|f| f.load(Ordering::Acquire)) {
+                    return Poll::Ready(Ok(None));
+                }
+                let mut rb = ReadBuf::new(free);
+                match Pin::new(&mut *rd).poll_read(cx, &mut rb) {
+                    Poll::Ready(Ok(())) => Poll::Ready(Ok(Some(rb.filled().len()))),
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    Poll::Pending => Poll::Pending,
+                }
+            });
+            let n = match read.await.map_err(RelayError::Read)? {
+                Some(0) => return Ok(Stop::Eof),
+                Some(n) => n,
+                None => return Ok(Stop::Shutdown),
+            };
             self.tail += n;
             // Grow the read size while reads fill the buffer (bulk results), up to a bound.
             if n >= chunk / 2 && chunk < MAX_READ_CHUNK {

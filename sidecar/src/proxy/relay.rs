@@ -14,7 +14,7 @@ use std::{
     collections::VecDeque,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
 };
 
@@ -95,6 +95,8 @@ pub enum RelayEnd {
     ClientClosed,
     ClientTerminated,
     ServerClosed,
+    /// Shutdown was requested (see `relay`'s `shutdown` flag); the client stream is between messages.
+    Shutdown,
 }
 
 /// Relays one session until either side ends it.
@@ -109,6 +111,7 @@ pub async fn relay<CR, CW, SR, SW>(
     statement_hook: Option<Box<dyn StatementHook>>,
     result_hook: Option<Box<dyn ResultHook>>,
     nonce: String,
+    shutdown: Arc<AtomicBool>,
 ) -> Result<RelayEnd, RelayError>
 where
     CR: AsyncRead + Unpin,
@@ -136,17 +139,22 @@ where
         row_buf: BytesMut::new(),
     };
     let mut up_pump = Pump::with_buffer(&client_buffered);
-    let mut down_pump = Pump::default();
+    // Only the server-to-client pump stops for shutdown: it must not stop inside a message, since the
+    // session's closing error follows on the same stream.
+    let mut down_pump = Pump::default().stop_on(shutdown);
     let up_result = tokio::select! {
         r = up_pump.run(client_rd, server_wr, &mut up) => r,
         r = down_pump.run(server_rd, client_wr, &mut down) => {
-            r?;
-            return Ok(RelayEnd::ServerClosed);
+            return match r? {
+                Stop::Shutdown => Ok(RelayEnd::Shutdown),
+                Stop::Eof | Stop::Done => Ok(RelayEnd::ServerClosed),
+            };
         },
     };
     match up_result {
         Ok(Stop::Eof) => Ok(RelayEnd::ClientClosed),
         Ok(Stop::Done) => Ok(RelayEnd::ClientTerminated),
+        Ok(Stop::Shutdown) => Ok(RelayEnd::Shutdown),
         Err(e @ (RelayError::Read(_) | RelayError::Write(_))) => Err(e),
         Err(e) => {
             // The client sent something we refuse. Messages before it were forwarded; let the server's

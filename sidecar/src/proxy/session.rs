@@ -1,7 +1,14 @@
 //! One client session: startup and TLS toward the client, the caller's identity, the upstream login,
 //! then the relay.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use bytes::BytesMut;
 use tokio::{io::AsyncWriteExt, net::TcpStream, time::timeout};
@@ -154,24 +161,65 @@ pub async fn serve(
     let nonce = session_nonce();
     let mut server = upstream.stream;
     let limits = &shared.limits;
-    let relayed = tokio::select! {
-        r = async {
-            match (&mut client, &mut server) {
+    // On forced shutdown the relay is asked to stop at the next message boundary toward the client, so
+    // the closing error never lands inside a half-forwarded message.
+    let stop = Arc::new(AtomicBool::new(false));
+    let relayed = {
+        let relay_stop = stop.clone();
+        let (client_io, server_io) = (&mut client, &mut server);
+        let relaying = async move {
+            match (client_io, server_io) {
                 (MaybeTls::Plain(c), MaybeTls::Plain(s)) => {
                     let (mut cr, mut cw) = c.split();
                     let (mut sr, mut sw) = s.split();
-                    relay(&mut cr, &mut cw, &mut sr, &mut sw, buf, limits, statement_hook, result_hook, nonce).await
+                    relay(
+                        &mut cr,
+                        &mut cw,
+                        &mut sr,
+                        &mut sw,
+                        buf,
+                        limits,
+                        statement_hook,
+                        result_hook,
+                        nonce,
+                        relay_stop,
+                    )
+                    .await
                 }
                 (c, s) => {
                     let (mut cr, mut cw) = tokio::io::split(c);
                     let (mut sr, mut sw) = tokio::io::split(s);
-                    relay(&mut cr, &mut cw, &mut sr, &mut sw, buf, limits, statement_hook, result_hook, nonce).await
+                    relay(
+                        &mut cr,
+                        &mut cw,
+                        &mut sr,
+                        &mut sw,
+                        buf,
+                        limits,
+                        statement_hook,
+                        result_hook,
+                        nonce,
+                        relay_stop,
+                    )
+                    .await
                 }
             }
-        } => Some(r),
-        () = force_close.cancelled() => None,
+        };
+        tokio::pin!(relaying);
+        tokio::select! {
+            r = &mut relaying => Some(r),
+            () = force_close.cancelled() => {
+                stop.store(true, Ordering::Release);
+                // Stuck in the middle of a large message to a slow client: give up without the error.
+                timeout(Duration::from_secs(5), &mut relaying).await.ok()
+            }
+        }
     };
     match relayed {
+        Some(Ok(RelayEnd::Shutdown)) => {
+            let msg = "terminating connection because the dbward sidecar is shutting down";
+            refuse(&mut client, &Refusal::new(sqlstate::ADMIN_SHUTDOWN, msg)).await;
+        }
         Some(Ok(end)) => {
             if end == RelayEnd::ServerClosed {
                 debug!(connection = %conn.name, "server closed the session");
@@ -193,8 +241,7 @@ pub async fn serve(
             }
         }
         None => {
-            let msg = "terminating connection because the dbward sidecar is shutting down";
-            refuse(&mut client, &Refusal::new(sqlstate::ADMIN_SHUTDOWN, msg)).await;
+            debug!(connection = %conn.name, "shutdown: a message to the client was still being forwarded")
         }
     }
     // Tell the server we are leaving, then close both ends.
