@@ -81,6 +81,7 @@ impl TestPostgres {
         let psql = tool_path("psql")?;
         let pgbench = tool_path("pgbench")?;
         let account = server_account()?;
+        sweep_orphans(&bin_dir, account);
         let dir = make_dir(account)?;
         let data_dir = dir.join("data");
         // Before anything can fail: from here on the directory is deleted whatever happens.
@@ -281,6 +282,43 @@ impl TestPostgres {
             sql_literal(APP_PASSWORD)
         );
         self.psql_db("postgres", &sql).map(drop)
+    }
+}
+
+/// Stops and deletes servers left behind by test processes that no longer exist (the reaper normally
+/// does this; a reaper killed with its process group cannot). Best effort: errors are ignored. A
+/// directory is only touched when the process id in its name is gone.
+fn sweep_orphans(bin_dir: &Path, account: Option<Account>) {
+    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("dbward-pg-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists() {
+            continue;
+        }
+        let dir = entry.path();
+        let data_dir = dir.join("data");
+        if data_dir.join("postmaster.pid").exists() {
+            let mut cmd = Command::new(bin_dir.join("pg_ctl"));
+            cmd.arg("stop")
+                .arg("-D")
+                .arg(&data_dir)
+                .args(["-m", "immediate", "-w", "-t", "10"]);
+            let _ = run_as(&mut cmd, account)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+        let _ = fs::remove_dir_all(&dir);
     }
 }
 
