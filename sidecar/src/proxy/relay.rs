@@ -24,7 +24,7 @@ use tracing::debug;
 
 use super::{
     RelayError,
-    hook::{ResultHook, RowAction, Statement, StatementHook, Verdict},
+    hook::{Hooks, ResultHook, RowAction, Statement, StatementHook, Verdict},
     messages::{
         backend::{self, put_cstr, put_message, tag as be},
         error::{self, Report},
@@ -99,19 +99,25 @@ pub enum RelayEnd {
     Shutdown,
 }
 
+/// Everything about one session the relay needs besides its four stream halves.
+pub struct RelaySession {
+    /// Client bytes already read during startup.
+    pub client_buffered: BytesMut,
+    pub limits: RelayLimits,
+    pub hooks: Hooks,
+    /// Marks this session's sentinel statements (random, never shown to the client).
+    pub nonce: String,
+    /// Set to stop at the next message boundary toward the client.
+    pub shutdown: Arc<AtomicBool>,
+}
+
 /// Relays one session until either side ends it.
-#[allow(clippy::too_many_arguments)]
 pub async fn relay<CR, CW, SR, SW>(
     client_rd: &mut CR,
     client_wr: &mut CW,
     server_rd: &mut SR,
     server_wr: &mut SW,
-    client_buffered: BytesMut,
-    limits: &RelayLimits,
-    statement_hook: Option<Box<dyn StatementHook>>,
-    result_hook: Option<Box<dyn ResultHook>>,
-    nonce: String,
-    shutdown: Arc<AtomicBool>,
+    session: RelaySession,
 ) -> Result<RelayEnd, RelayError>
 where
     CR: AsyncRead + Unpin,
@@ -119,19 +125,26 @@ where
     SR: AsyncRead + Unpin,
     SW: AsyncWrite + Unpin,
 {
+    let RelaySession {
+        client_buffered,
+        limits,
+        hooks,
+        nonce,
+        shutdown,
+    } = session;
     let shared = Arc::new(Shared::new(nonce));
     let mut up = ClientToServer {
-        hook: statement_hook,
+        hook: hooks.statements,
         state: ProtocolState::default(),
         shared: shared.clone(),
-        limits: limits.clone(),
+        limits,
         discarding: false,
         next_seq: 0,
         seen_idle: 0,
         terminated: false,
     };
     let mut down = ServerToClient {
-        hook: result_hook,
+        hook: hooks.results,
         shared,
         rfq_count: 0,
         drain_until: None,

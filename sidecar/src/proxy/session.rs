@@ -27,7 +27,7 @@ use super::{
         frontend::{self, tag as fe},
         startup::{MAX_STARTUP_PACKET, Opening, Startup, parse_opening},
     },
-    relay::{RelayEnd, RelayLimits, relay},
+    relay::{RelayEnd, RelayLimits, RelaySession, relay},
     stream::{ClientStream, MaybeTls},
     upstream::{self, UpstreamTarget},
 };
@@ -145,10 +145,7 @@ pub async fn serve(
         return;
     }
 
-    let Hooks {
-        statements: statement_hook,
-        results: result_hook,
-    } = match shared.hooks.as_ref() {
+    let hooks = match shared.hooks.as_ref() {
         Some(h) => h.open(&SessionInfo {
             connection: conn.name.clone(),
             identity: identity.clone(),
@@ -158,50 +155,30 @@ pub async fn serve(
         }),
         None => Hooks::default(),
     };
-    let nonce = session_nonce();
     let mut server = upstream.stream;
-    let limits = &shared.limits;
     // On forced shutdown the relay is asked to stop at the next message boundary toward the client, so
     // the closing error never lands inside a half-forwarded message.
     let stop = Arc::new(AtomicBool::new(false));
+    let session = RelaySession {
+        client_buffered: buf,
+        limits: shared.limits.clone(),
+        hooks,
+        nonce: session_nonce(),
+        shutdown: stop.clone(),
+    };
     let relayed = {
-        let relay_stop = stop.clone();
         let (client_io, server_io) = (&mut client, &mut server);
         let relaying = async move {
             match (client_io, server_io) {
                 (MaybeTls::Plain(c), MaybeTls::Plain(s)) => {
                     let (mut cr, mut cw) = c.split();
                     let (mut sr, mut sw) = s.split();
-                    relay(
-                        &mut cr,
-                        &mut cw,
-                        &mut sr,
-                        &mut sw,
-                        buf,
-                        limits,
-                        statement_hook,
-                        result_hook,
-                        nonce,
-                        relay_stop,
-                    )
-                    .await
+                    relay(&mut cr, &mut cw, &mut sr, &mut sw, session).await
                 }
                 (c, s) => {
                     let (mut cr, mut cw) = tokio::io::split(c);
                     let (mut sr, mut sw) = tokio::io::split(s);
-                    relay(
-                        &mut cr,
-                        &mut cw,
-                        &mut sr,
-                        &mut sw,
-                        buf,
-                        limits,
-                        statement_hook,
-                        result_hook,
-                        nonce,
-                        relay_stop,
-                    )
-                    .await
+                    relay(&mut cr, &mut cw, &mut sr, &mut sw, session).await
                 }
             }
         };
