@@ -7,6 +7,7 @@
 //! caller to resolve through the session's `search_path`.
 
 pub mod effects;
+pub mod lineage;
 
 mod cache;
 mod classify;
@@ -23,6 +24,7 @@ mod corpus;
 pub use cache::{AnalysisCache, DEFAULT_CAPACITY, MAX_CACHED_TEXT};
 pub use effects::{Effects, Operation, RelationName, SessionChange};
 pub use fingerprint::{fingerprint, fingerprint_exact, normalize};
+pub use lineage::{Flow, Lineage, SourceColumn, analyze_lineage};
 pub use split::{MAX_STATEMENT_BYTES, RECURSION_LIMIT};
 
 /// The analysis of a query string: one [`Effects`] per statement, in order.
@@ -49,4 +51,11 @@ pub fn analyze(sql: &str) -> Analysis {
         })
         .collect();
     Analysis { statements }
+}
+
+/// The statements of `sql` parsed one by one (`None` for a statement that does not parse), as
+/// [`analyze`] splits them; `None` when the text cannot even be split.
+pub fn parse_statements(sql: &str) -> Option<Vec<Option<sqlparser::ast::Statement>>> {
+    let pieces = split::split(sql)?;
+    Some(pieces.into_iter().map(|p| p.parsed).collect())
 }
