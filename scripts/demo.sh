@@ -67,8 +67,23 @@ connect='host=127.0.0.1 port=15432 dbname=orders user=agent'
 if [[ "$mode" == --smoke ]]; then
     out="$(psql -X -At "$connect" -c 'select current_user, count(*) from customers')"
     [[ "$out" == "app|300" ]] || { echo "demo smoke: unexpected answer: $out" >&2; exit 1; }
-    out="$(psql -X -At "$connect" -c "select email from customers where id = 1")"
-    [[ "$out" == "customer1@example.com" ]] || { echo "demo smoke: unexpected answer: $out" >&2; exit 1; }
+    # Masking: the e-mail keeps its domain, the card its last four digits, the SSN is redacted.
+    out="$(psql -X -At "$connect" -c "select email, card_number, ssn from customers where id = 1")"
+    [[ "$out" == "****@example.com|************0016|****" ]] || { echo "demo smoke: not masked: $out" >&2; exit 1; }
+    out="$(psql -X -At "$connect" -c "select upper(email) from customer_contacts order by 1 limit 1")"
+    [[ "$out" != *CUSTOMER* ]] || { echo "demo smoke: a derived column leaked: $out" >&2; exit 1; }
+    # Blocking: DROP is refused with the policy's message, and the table is still there.
+    if psql -X -At "$connect" -c "drop table customers" 2>"$work/err"; then
+        echo "demo smoke: DROP TABLE was not refused" >&2; exit 1
+    fi
+    grep -q 'agents may not change the schema' "$work/err" || { cat "$work/err" >&2; exit 1; }
+    # Approval: a DELETE without WHERE needs a person.
+    if psql -X -At "$connect" -c "delete from orders" 2>"$work/err"; then
+        echo "demo smoke: DELETE without WHERE was not held" >&2; exit 1
+    fi
+    grep -q 'requires approval' "$work/err" || { cat "$work/err" >&2; exit 1; }
+    out="$(psql -X -At "$connect" -c 'select count(*) from orders')"
+    [[ "$out" == "1000" ]] || { echo "demo smoke: orders changed: $out" >&2; exit 1; }
     if psql -X -At "host=127.0.0.1 port=15432 dbname=postgres user=agent" -c 'select 1' 2>"$work/err"; then
         echo "demo smoke: a wrong database name was accepted" >&2; exit 1
     fi
@@ -96,11 +111,14 @@ cat <<TXT
   Then try:
 
     select current_user, count(*) from customers;   -- runs as the sidecar's credential ("app")
-    select full_name, email, card_number from customers limit 3;
+    select full_name, email, card_number, ssn from customers limit 3;      -- masked
+    select upper(email), row_to_json(c) from customers c limit 1;         -- no way around it
+    drop table customers;                            -- refused: agents may not change the schema
+    delete from orders;                              -- refused: needs a person's approval
     \\c "host=127.0.0.1 port=15432 dbname=postgres user=agent"   -- refused: not this port's database
 
-  The policy in examples/demo/dbward.yaml (masking, blocked DDL, approval for DELETE without WHERE)
-  is validated at start; its enforcement arrives with the policy engine.
+  The policy is $work/dbward.yaml (from examples/demo); edit it while the demo runs and the next statement follows
+  the new version. (Approvals do not wait for a person yet: a statement that needs one is refused.)
 
   Ctrl-C stops everything and removes the throwaway database.
 TXT

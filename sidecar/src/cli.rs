@@ -1,14 +1,16 @@
 //! The command line: `dbward-sidecar run --config FILE` and `dbward-sidecar check --config FILE`.
 
-use std::{net::IpAddr, path::PathBuf, time::Duration};
+use std::{net::IpAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::{
     config::{self, runtime::RunOptions},
+    guard::PolicyStore,
+    mask::MaskKey,
     proxy::Proxy,
 };
 
@@ -96,6 +98,7 @@ pub fn check(args: &CheckArgs) -> Result<()> {
     let cfg = config::load_file(&args.config)?;
     let env = |k: &str| std::env::var(k).ok();
     config::runtime::build(&cfg, &RunOptions::default(), None, &env)?;
+    config::runtime::policies(&cfg)?;
     println!(
         "{}: {} connection(s), {} policy(ies): valid",
         args.config.display(),
@@ -127,8 +130,14 @@ pub async fn run(args: RunArgs) -> Result<()> {
         ..RunOptions::default()
     };
     let env = |k: &str| std::env::var(k).ok();
-    let proxy_config = config::runtime::build(&cfg, &opts, None, &env)?;
+    let mut proxy_config = config::runtime::build(&cfg, &opts, None, &env)?;
+    let store = Arc::new(PolicyStore::new(config::runtime::policies(&cfg)?));
+    config::runtime::install_guard(&mut proxy_config, store.clone(), mask_key()?);
+    if cfg.policies.is_empty() {
+        warn!("the config has no AccessPolicy: every statement will be refused");
+    }
     let proxy = Proxy::bind(proxy_config).await?;
+    tokio::spawn(reload_policies(args.config.clone(), store));
     for (connection, addr) in proxy.local_addrs() {
         info!(%connection, %addr, "listening");
     }
@@ -137,6 +146,69 @@ pub async fn run(args: RunArgs) -> Result<()> {
     tokio::spawn(signals(shutdown.clone()));
     proxy.run(shutdown).await;
     Ok(())
+}
+
+/// The key of the hash masking strategy: `DBWARD_MASK_KEY` (base64, at least 32 bytes) so hashes
+/// agree across sidecars and restarts, else a random key for this process.
+fn mask_key() -> Result<MaskKey> {
+    use base64::Engine;
+    match std::env::var("DBWARD_MASK_KEY") {
+        Ok(v) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(v.trim())
+                .context("DBWARD_MASK_KEY is not valid base64")?;
+            MaskKey::from_bytes(&bytes).context("DBWARD_MASK_KEY")
+        }
+        Err(_) => {
+            info!("DBWARD_MASK_KEY not set: hashed values are stable only while this sidecar runs");
+            MaskKey::random().context("making a masking key")
+        }
+    }
+}
+
+/// How often the config file is checked for policy changes.
+const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Follows the config file: when it changes (or on SIGHUP), its AccessPolicies replace the ones in
+/// force; the next statement of every session is judged by them. A file that no longer loads or
+/// validates leaves the policies in force as they were, and says why.
+async fn reload_policies(path: std::path::PathBuf, store: Arc<PolicyStore>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup()).ok();
+    let stamp = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut last = stamp(&path);
+    loop {
+        let forced = match hup.as_mut() {
+            Some(h) => tokio::select! {
+                _ = h.recv() => true,
+                () = tokio::time::sleep(RELOAD_INTERVAL) => false,
+            },
+            None => {
+                tokio::time::sleep(RELOAD_INTERVAL).await;
+                false
+            }
+        };
+        let now = stamp(&path);
+        if !forced && now == last {
+            continue;
+        }
+        last = now;
+        let loaded =
+            config::load_file(&path).and_then(|cfg| config::runtime::policies(&cfg).map(|p| (cfg, p)));
+        match loaded {
+            Ok((cfg, set)) => {
+                store.replace(set);
+                info!(
+                    policies = cfg.policies.len(),
+                    "policies reloaded from {}",
+                    path.display()
+                );
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the changed config was not applied; the policies in force stay")
+            }
+        }
+    }
 }
 
 async fn signals(shutdown: CancellationToken) {

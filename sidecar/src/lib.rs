@@ -3,8 +3,10 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod auth;
+pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod guard;
 pub mod identity;
 pub mod mask;
 pub mod policy;

@@ -16,6 +16,23 @@ use dbward_testkit::shared;
 
 const BIN: &str = env!("CARGO_BIN_EXE_dbward-sidecar");
 
+/// What `ci/agent` may do: nearly everything, but customers' e-mail addresses are masked and nothing
+/// is truncated.
+const POLICY: &str = r#"
+---
+apiVersion: dbward.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: ci}
+spec:
+  connections: [orders]
+  subjects: [{serviceAccount: {name: agent, namespace: ci}}]
+  rules:
+    - {action: allow, operations: [select, insert, update, delete, ddl, copyIn, copyOut, set, transaction, utility]}
+    - {action: deny, operations: [truncate], message: "no truncating in CI"}
+  masking:
+    - {columns: ["public.customers.email"], strategy: email}
+"#;
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -75,7 +92,8 @@ impl Sidecar {
         let pg = shared();
         let port = free_port();
         let yaml = connection_yaml(pg, "  tls: {mode: disable}")
-            .replace("localPort: 15432", &format!("localPort: {port}"));
+            .replace("localPort: 15432", &format!("localPort: {port}"))
+            + POLICY;
         let (path, dir) = temp_file("dbward.yaml", &yaml);
         let mut child = Command::new(BIN)
             .args([
@@ -202,11 +220,22 @@ fn psql_and_pgbench_in_all_three_modes() {
             "select count(*) from customers",
             "-c",
             "\\copy (select id from products order by id limit 3) to stdout",
+            "-c",
+            "select email from customers where id = 7",
         ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "300\n1\n2\n3\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "300\n1\n2\n3\n****@example.com\n"
+    );
+    let out = Command::new(pg.psql_path())
+        .args(["-X", "-At", &s.conn(), "-c", "truncate orders"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no truncating in CI"));
 
     let (script, _dir) = temp_file(
         "bench.sql",

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::{BufMut, BytesMut};
 use common::*;
 use dbward_sidecar::proxy::hook::{
-    Hooks, ResultHook, RowAction, SessionHooks, SessionInfo, Statement, StatementHook, Verdict,
+    Context, Hooks, ResultHook, RowAction, Rows, SessionHooks, SessionInfo, Statement, StatementHook, Verdict,
 };
 
 /// Refuses any statement whose text contains "forbidden", and any Bind with a parameter "secret".
@@ -42,10 +42,10 @@ struct Masker {
 }
 
 impl ResultHook for Masker {
-    fn row_description(&mut self, body: &[u8]) -> bool {
+    fn row_description(&mut self, body: &[u8], _: Option<&Context>) -> Rows {
         // Field count (2 bytes) then the first field's name.
         self.active = body.len() > 2 && body[2..].starts_with(b"masked\0");
-        self.active
+        if self.active { Rows::Inspect } else { Rows::Pass }
     }
 
     fn data_row(&mut self, body: &[u8], out: &mut BytesMut) -> RowAction {
@@ -65,6 +65,7 @@ impl SessionHooks for TestPolicy {
         Hooks {
             statements: Some(Box::new(Checker)),
             results: Some(Box::new(Masker { active: false })),
+            describe_portals: true,
         }
     }
 }

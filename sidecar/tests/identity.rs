@@ -124,6 +124,7 @@ impl SessionHooks for Recorder {
         Hooks {
             statements: None,
             results: None,
+            describe_portals: false,
         }
     }
 }

@@ -1,14 +1,24 @@
 //! Turns checked configuration into what the proxy runs: upstream targets with their credentials and
 //! TLS settings, token verifiers, and the listeners' settings.
 
-use std::{net::IpAddr, path::Path, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::IpAddr,
+    path::Path,
+    sync::Arc,
+    time::Duration,
+};
 
 use dbward_crds::{DatabaseConnectionSpec, Document, TlsMode as CrdTlsMode};
 use tokio_rustls::TlsAcceptor;
 
 use super::file::{ConfigError, FileConfig};
 use crate::{
+    catalog::{Catalog, DEFAULT_LOAD_TIMEOUT},
+    guard::{Guard, GuardConnection, PolicyStore},
     identity::{CallerIdentity, IssuerConfig, JwksSource, TokenVerifier},
+    mask::MaskKey,
+    policy::PolicySet,
     proxy::{
         ProxyConfig,
         cancel::CancelRegistry,
@@ -210,6 +220,37 @@ pub fn build(
         shutdown_grace: opts.shutdown_grace,
         max_sessions: opts.max_sessions,
     })
+}
+
+/// The config's AccessPolicies, compiled. Every invalid policy is reported, each naming its field.
+pub fn policies(cfg: &FileConfig) -> Result<PolicySet, ConfigError> {
+    PolicySet::new(cfg.policies.clone(), BTreeSet::new()).map_err(|errors| ConfigError {
+        file: None,
+        document: None,
+        object: None,
+        field: None,
+        message: errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("; "),
+    })
+}
+
+/// Puts policy enforcement in front of every connection the proxy serves: statements are judged and
+/// results masked by the policies in `store`, which may be replaced while the proxy runs.
+pub fn install_guard(proxy: &mut ProxyConfig, store: Arc<PolicyStore>, key: MaskKey) {
+    let mut connections = HashMap::new();
+    for (ctx, _) in &proxy.connections {
+        connections.insert(
+            ctx.name.clone(),
+            Arc::new(GuardConnection {
+                catalog: Catalog::new(ctx.upstream.clone(), DEFAULT_LOAD_TIMEOUT),
+                user: ctx.upstream.user.clone(),
+            }),
+        );
+    }
+    proxy.shared.hooks = Some(Arc::new(Guard::new(store, connections, key)));
 }
 
 #[cfg(test)]

@@ -176,6 +176,19 @@ impl CallerPolicy {
         best.cloned()
     }
 
+    /// The strongest of all the caller's column masks: what a value whose source cannot be traced gets
+    /// (fail closed). `None` when no column is masked.
+    pub fn strongest_column_mask(&self) -> Option<MaskSpec> {
+        let mut best: Option<&MaskSpec> = None;
+        for &(pi, ci) in &self.columns {
+            let (_, spec) = &self.policy(pi).columns[ci];
+            if best.is_none_or(|b| spec.stronger_than(b)) {
+                best = Some(spec);
+            }
+        }
+        best.cloned()
+    }
+
     /// The detectors to run on text values, deduplicated across policies.
     pub fn detectors(&self) -> &[DetectorSpec] {
         &self.detectors

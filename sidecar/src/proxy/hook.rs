@@ -3,14 +3,19 @@
 //!
 //! A session's hooks come in two halves because the two directions of the relay run as two tasks: the
 //! [`StatementHook`] sees what the client sends, the [`ResultHook`] what the server answers. The
-//! statement half can tell the result half what to expect through a channel of its own making.
+//! statement half hands each statement's [`Context`] to the result half through the relay, which
+//! pairs every result with the statement (simple `Query` or `Execute`) that produced it.
 
-use std::net::SocketAddr;
+use std::{any::Any, net::SocketAddr, sync::Arc};
 
 use bytes::BytesMut;
 
-use super::messages::frontend::Bind;
+use super::{messages::frontend::Bind, pump::Wait};
 use crate::identity::CallerIdentity;
+
+/// What the statement half knows about a statement that its result half needs (e.g. where the
+/// statement's derived columns come from). Opaque to the relay.
+pub type Context = Arc<dyn Any + Send + Sync>;
 
 /// Who opened a session, on which connection: handed to [`SessionHooks::open`].
 #[derive(Debug, Clone)]
@@ -24,6 +29,9 @@ pub struct SessionInfo {
     /// What the client said about itself (recorded, never trusted).
     pub client_user: String,
     pub application_name: String,
+    /// The session's `search_path` as the server reported it when the session started (`SHOW`
+    /// output), when the sidecar asked.
+    pub search_path: Option<String>,
 }
 
 /// A statement on its way to the server.
@@ -51,14 +59,33 @@ pub enum Statement<'a> {
 }
 
 /// What to do with a statement.
-#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Forward it.
     Allow,
+    /// Forward it; its results reach the [`ResultHook`] with this context.
+    AllowWith(Context),
     /// Refuse it: the client gets an ErrorResponse with this SQLSTATE and message, in the place and
     /// with the transaction effect the server's own error would have. In the extended protocol the rest
     /// of the batch up to `Sync` is discarded.
     Deny { code: String, message: String },
+    /// Not decidable yet (e.g. the catalog must be read first): the relay forwards what came before,
+    /// awaits this, then shows the same statement to [`StatementHook::check`] again.
+    Wait(Wait),
+}
+
+impl std::fmt::Debug for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Allow => f.write_str("Allow"),
+            Self::AllowWith(_) => f.write_str("AllowWith(..)"),
+            Self::Deny { code, message } => f
+                .debug_struct("Deny")
+                .field("code", code)
+                .field("message", message)
+                .finish(),
+            Self::Wait(_) => f.write_str("Wait(..)"),
+        }
+    }
 }
 
 /// The client-to-server half of a session's hooks.
@@ -66,27 +93,69 @@ pub trait StatementHook: Send {
     fn check(&mut self, statement: &Statement<'_>) -> Verdict;
 }
 
-/// What happens to one DataRow.
+/// What happens to one DataRow (or one CopyData of a COPY TO STDOUT).
 #[derive(Debug, PartialEq, Eq)]
 pub enum RowAction {
     /// Forward the original bytes.
     Forward,
     /// The hook wrote a replacement body (without tag and length) into the output buffer.
     Replaced,
+    /// End the statement with this error instead: the client gets an ErrorResponse, and the rest of the
+    /// result (up to ReadyForQuery) is read and dropped.
+    Abort { code: String, message: String },
+}
+
+/// What the result hook wants of the rows that follow a RowDescription (or CopyOutResponse).
+pub enum Rows {
+    /// They stream through untouched.
+    Pass,
+    /// Show each to [`ResultHook::data_row`] (or [`ResultHook::copy_data`]).
+    Inspect,
+    /// Refuse the result before any row: as [`RowAction::Abort`].
+    Abort { code: String, message: String },
+    /// Not decidable yet: the relay awaits this and shows the same description again.
+    Wait(Wait),
 }
 
 /// The server-to-client half of a session's hooks.
 pub trait ResultHook: Send {
-    /// A RowDescription (message body). Returns whether the DataRows that follow must be shown to
-    /// [`ResultHook::data_row`]; if not, they stream through untouched.
-    fn row_description(&mut self, body: &[u8]) -> bool;
+    /// The RowDescription (message body) of a result of the statement that `context` came with.
+    fn row_description(&mut self, body: &[u8], context: Option<&Context>) -> Rows;
 
     /// A DataRow body of a result that asked for rows. To change it, write the new body into `out`
     /// and return [`RowAction::Replaced`].
     fn data_row(&mut self, body: &[u8], out: &mut BytesMut) -> RowAction;
 
+    /// A CopyOutResponse (body) of a `COPY ... TO STDOUT` of the statement that `context` came with.
+    fn copy_out(&mut self, _body: &[u8], _context: Option<&Context>) -> Rows {
+        Rows::Pass
+    }
+
+    /// A CopyData payload of a COPY that asked for its data. To change it, write the new payload into
+    /// `out` and return [`RowAction::Replaced`] (with an empty `out`, nothing is sent).
+    fn copy_data(&mut self, _payload: &[u8], _out: &mut BytesMut) -> RowAction {
+        RowAction::Forward
+    }
+
+    /// The COPY's data ended (CopyDone). Anything written into `out` is sent as CopyData first.
+    fn copy_done(&mut self, _out: &mut BytesMut) -> RowAction {
+        RowAction::Forward
+    }
+
     /// The current result ended (CommandComplete, PortalSuspended, EmptyQueryResponse or an error).
     fn result_end(&mut self) {}
+
+    /// An ErrorResponse, NoticeResponse or NotificationResponse (tag and body) on its way to the
+    /// client. To change it, write a complete replacement message (tag and length included) into
+    /// `out` and return `true`.
+    fn message(&mut self, _tag: u8, _body: &[u8], _out: &mut BytesMut) -> bool {
+        false
+    }
+
+    /// Whether [`ResultHook::message`] wants to see errors, notices and notifications.
+    fn wants_messages(&self) -> bool {
+        false
+    }
 }
 
 /// The two halves of one session's hooks; either may be absent.
@@ -94,6 +163,10 @@ pub trait ResultHook: Send {
 pub struct Hooks {
     pub statements: Option<Box<dyn StatementHook>>,
     pub results: Option<Box<dyn ResultHook>>,
+    /// Have the relay describe each portal before its `Execute` (unless the client just did), so that
+    /// the result hook sees a RowDescription for every extended-protocol result. Needed to inspect
+    /// rows of the extended protocol, whose `Execute` results carry no RowDescription of their own.
+    pub describe_portals: bool,
 }
 
 /// Makes the hooks of each new session.

@@ -23,8 +23,11 @@ pub const MAX_PROTOCOL_MESSAGE: usize = 0x3fff_ffff;
 const INITIAL_BUFFER: usize = 4 * 1024;
 const MAX_READ_CHUNK: usize = 256 * 1024;
 
+/// Something a handler waits for before it can decide on a message (a catalog lookup, a person's
+/// approval). It must not borrow the message: the pump keeps the message in its buffer meanwhile.
+pub type Wait = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// What a handler decided about a complete message.
-#[derive(Debug, PartialEq, Eq)]
 pub enum Action {
     /// Forward the original bytes.
     Forward,
@@ -32,6 +35,21 @@ pub enum Action {
     Drop,
     /// Forward the bytes the handler wrote into the scratch buffer instead (complete messages).
     Replace,
+    /// Cannot decide yet: the pump forwards what came before the message, writes the bytes the handler
+    /// put into the scratch buffer (e.g. a notice for the client), awaits the future, and then shows
+    /// the same message to [`Handler::frame`] again. Nothing after the message is read meanwhile.
+    Wait(Wait),
+}
+
+impl std::fmt::Debug for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Forward => "Forward",
+            Self::Drop => "Drop",
+            Self::Replace => "Replace",
+            Self::Wait(_) => "Wait",
+        })
+    }
 }
 
 /// Looks at the messages of one direction.
@@ -253,11 +271,28 @@ impl Pump {
                             .await
                             .map_err(RelayError::Write)?;
                     }
-                    if action == Action::Replace {
+                    if matches!(action, Action::Replace) {
                         wr.write_all(&self.scratch).await.map_err(RelayError::Write)?;
                     }
                     pos += total;
                     flushed = pos;
+                }
+                Action::Wait(until) => {
+                    // Everything before the message reaches its destination before the wait, so the
+                    // other side can answer it (a pipelined client may be waiting on those answers).
+                    if flushed < pos {
+                        wr.write_all(&data[flushed..pos])
+                            .await
+                            .map_err(RelayError::Write)?;
+                        flushed = pos;
+                    }
+                    if !self.scratch.is_empty() {
+                        wr.write_all(&self.scratch).await.map_err(RelayError::Write)?;
+                    }
+                    wr.flush().await.map_err(RelayError::Write)?;
+                    until.await;
+                    // The same message again, at the same position.
+                    continue;
                 }
             }
             if h.finished() {

@@ -24,7 +24,7 @@ use tracing::debug;
 
 use super::{
     RelayError,
-    hook::{Hooks, ResultHook, RowAction, Statement, StatementHook, Verdict},
+    hook::{Context, Hooks, ResultHook, RowAction, Rows, Statement, StatementHook, Verdict},
     messages::{
         backend::{self, put_cstr, put_message, tag as be},
         error::{self, Report},
@@ -40,6 +40,9 @@ const SENTINEL_PREFIX: &str = "dbward-denied-";
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Pending denials kept at most (each is one denied statement whose batch has not ended).
 const MAX_PENDING_DENIALS: usize = 1024;
+/// Results awaited at most (statements and describes sent but not yet answered). A client that
+/// pipelines more without reading is refused.
+const MAX_EXPECTED: usize = 1 << 20;
 
 /// Settings of the relay.
 #[derive(Debug, Clone)]
@@ -64,10 +67,29 @@ struct Denial {
     response: Bytes,
 }
 
+/// What the server will answer to a client message, in order, when a result hook must pair results with
+/// the statements that produced them. Parse, Bind and Close are answered by completions nobody needs
+/// to pair, so they are not listed.
+enum Expect {
+    /// A simple Query or FunctionCall: everything up to its ReadyForQuery.
+    Query(Option<Context>),
+    /// The client's Describe: its RowDescription or NoData goes to the client; a portal's description
+    /// also describes the results of the Execute that follows it.
+    Describe { portal: bool },
+    /// A Describe of a portal the relay sent before an Execute: its answer is the Execute's
+    /// description and is not forwarded.
+    Injected,
+    /// An Execute: its rows up to CommandComplete, PortalSuspended, EmptyQueryResponse or an error.
+    Execute(Option<Context>),
+    /// A Sync: the batch's ReadyForQuery.
+    Sync,
+}
+
 /// What the two halves share.
 struct Shared {
     nonce: String,
     denials: Mutex<VecDeque<Denial>>,
+    expected: Mutex<VecDeque<Expect>>,
     pending: AtomicUsize,
     /// Index of the last ReadyForQuery that reported an idle session (transaction ended).
     last_idle_rfq: AtomicU64,
@@ -78,6 +100,7 @@ impl Shared {
         Self {
             nonce,
             denials: Mutex::new(VecDeque::new()),
+            expected: Mutex::new(VecDeque::new()),
             pending: AtomicUsize::new(0),
             last_idle_rfq: AtomicU64::new(0),
         }
@@ -86,6 +109,10 @@ impl Shared {
     fn denials(&self) -> std::sync::MutexGuard<'_, VecDeque<Denial>> {
         // A poisoned lock only means another half panicked mid-update; the queue is still consistent.
         self.denials.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn expected(&self) -> std::sync::MutexGuard<'_, VecDeque<Expect>> {
+        self.expected.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -133,6 +160,7 @@ where
         shutdown,
     } = session;
     let shared = Arc::new(Shared::new(nonce));
+    let track = hooks.results.is_some();
     let mut up = ClientToServer {
         hook: hooks.statements,
         state: ProtocolState::default(),
@@ -142,13 +170,20 @@ where
         next_seq: 0,
         seen_idle: 0,
         terminated: false,
+        track,
+        describe_portals: track && hooks.describe_portals,
+        described: None,
     };
     let mut down = ServerToClient {
         hook: hooks.results,
         shared,
         rfq_count: 0,
         drain_until: None,
-        rows_wanted: false,
+        rows: RowState::Unknown,
+        description: None,
+        context: None,
+        copying: false,
+        aborted: false,
         row_buf: BytesMut::new(),
     };
     let mut up_pump = Pump::with_buffer(&client_buffered);
@@ -193,6 +228,30 @@ struct ClientToServer {
     next_seq: u64,
     seen_idle: u64,
     terminated: bool,
+    /// A result hook pairs results with statements: list what the server will answer.
+    track: bool,
+    /// Describe each portal before its Execute unless the client just did.
+    describe_portals: bool,
+    /// The portal the client described with its previous message, if that was a Describe of a portal.
+    described: Option<String>,
+}
+
+/// A statement's verdict, as the relay acts on it.
+enum Checked {
+    Forward(Option<Context>),
+    Denied { code: String, message: String },
+    Wait(super::pump::Wait),
+}
+
+impl From<Verdict> for Checked {
+    fn from(v: Verdict) -> Self {
+        match v {
+            Verdict::Allow => Checked::Forward(None),
+            Verdict::AllowWith(c) => Checked::Forward(Some(c)),
+            Verdict::Deny { code, message } => Checked::Denied { code, message },
+            Verdict::Wait(w) => Checked::Wait(w),
+        }
+    }
 }
 
 impl ClientToServer {
@@ -202,6 +261,21 @@ impl ClientToServer {
             self.seen_idle = idle;
             self.state.transaction_ended(idle);
         }
+    }
+
+    /// Lists what the server will answer, when a result hook needs results paired with statements.
+    fn expect(&mut self, e: Expect) -> Result<(), RelayError> {
+        if !self.track {
+            return Ok(());
+        }
+        let mut q = self.shared.expected();
+        if q.len() >= MAX_EXPECTED {
+            return Err(RelayError::State(super::state::StateError::TooManyPending(
+                MAX_EXPECTED,
+            )));
+        }
+        q.push_back(e);
+        Ok(())
     }
 
     /// Registers a denial and writes the sentinel that takes the statement's place.
@@ -242,11 +316,28 @@ impl ClientToServer {
         Action::Replace
     }
 
-    fn verdict_action(&mut self, verdict: Verdict, simple: bool, scratch: &mut BytesMut) -> Option<Action> {
-        match verdict {
-            Verdict::Allow => None,
-            Verdict::Deny { code, message } => Some(self.deny(&code, &message, simple, scratch)),
-        }
+    /// A simple Query or FunctionCall: one sync point, answered up to its ReadyForQuery.
+    fn simple(&mut self, statement: &Statement<'_>, scratch: &mut BytesMut) -> Result<Action, RelayError> {
+        let action = match check(&mut self.hook, statement) {
+            Checked::Wait(w) => return Ok(Action::Wait(w)),
+            Checked::Forward(context) => {
+                self.expect(Expect::Query(context))?;
+                Action::Forward
+            }
+            Checked::Denied { code, message } => {
+                self.expect(Expect::Query(None))?;
+                self.deny(&code, &message, true, scratch)
+            }
+        };
+        self.state.sync_point();
+        Ok(action)
+    }
+}
+
+fn check(hook: &mut Option<Box<dyn StatementHook>>, statement: &Statement<'_>) -> Checked {
+    match hook.as_mut() {
+        Some(h) => h.check(statement).into(),
+        None => Checked::Forward(None),
     }
 }
 
@@ -280,6 +371,7 @@ impl Handler for ClientToServer {
             if tag == fe::SYNC {
                 self.discarding = false;
                 self.state.sync_point();
+                self.expect(Expect::Sync)?;
                 return Ok(Action::Forward);
             }
             if tag == fe::TERMINATE {
@@ -288,68 +380,87 @@ impl Handler for ClientToServer {
             }
             return Ok(Action::Drop);
         }
+        // Whether the client described a portal with the message just before this one.
+        let described = if tag == fe::EXECUTE {
+            self.described.take()
+        } else {
+            self.described = None;
+            None
+        };
         match tag {
             fe::QUERY => {
                 let sql = frontend::query(body)?;
-                let verdict = check(&mut self.hook, &Statement::Simple { sql });
-                let action = self.verdict_action(verdict, true, scratch);
-                self.state.sync_point();
-                Ok(action.unwrap_or(Action::Forward))
+                self.simple(&Statement::Simple { sql }, scratch)
             }
             fe::PARSE => {
                 let p = frontend::parse(body)?;
                 if p.name.starts_with(SENTINEL_PREFIX) {
                     let msg = "statement names starting with \"dbward-denied-\" are reserved by dbward";
-                    let v = Verdict::Deny {
-                        code: error::sqlstate::INSUFFICIENT_PRIVILEGE.into(),
-                        message: msg.into(),
-                    };
-                    return Ok(self.verdict_action(v, false, scratch).unwrap_or(Action::Forward));
+                    return Ok(self.deny(error::sqlstate::INSUFFICIENT_PRIVILEGE, msg, false, scratch));
                 }
-                let verdict = check(
-                    &mut self.hook,
-                    &Statement::Parse {
-                        name: p.name,
-                        sql: p.query,
-                        param_types: &p.param_types,
-                    },
-                );
-                if let Some(a) = self.verdict_action(verdict, false, scratch) {
-                    return Ok(a);
+                let statement = Statement::Parse {
+                    name: p.name,
+                    sql: p.query,
+                    param_types: &p.param_types,
+                };
+                match check(&mut self.hook, &statement) {
+                    Checked::Wait(w) => Ok(Action::Wait(w)),
+                    Checked::Denied { code, message } => Ok(self.deny(&code, &message, false, scratch)),
+                    Checked::Forward(_) => {
+                        self.state.parse(p.name, p.query)?;
+                        Ok(Action::Forward)
+                    }
                 }
-                self.state.parse(p.name, p.query)?;
-                Ok(Action::Forward)
             }
             fe::BIND => {
                 self.catch_up_transactions();
                 let b = frontend::bind(body)?;
-                let verdict = check(
-                    &mut self.hook,
-                    &Statement::Bind {
-                        sql: self.state.statement(b.statement),
-                        bind: b,
-                    },
-                );
-                if let Some(a) = self.verdict_action(verdict, false, scratch) {
-                    return Ok(a);
+                let statement = Statement::Bind {
+                    sql: self.state.statement(b.statement),
+                    bind: b,
+                };
+                match check(&mut self.hook, &statement) {
+                    Checked::Wait(w) => Ok(Action::Wait(w)),
+                    Checked::Denied { code, message } => Ok(self.deny(&code, &message, false, scratch)),
+                    Checked::Forward(_) => {
+                        self.state.bind(b.portal, b.statement)?;
+                        Ok(Action::Forward)
+                    }
                 }
-                self.state.bind(b.portal, b.statement)?;
-                Ok(Action::Forward)
             }
             fe::EXECUTE => {
                 self.catch_up_transactions();
                 let e = frontend::execute(body)?;
-                let verdict = check(
-                    &mut self.hook,
-                    &Statement::Execute {
-                        portal: e.portal,
-                        sql: self.state.portal(e.portal),
-                        max_rows: e.max_rows,
-                    },
-                );
-                Ok(self
-                    .verdict_action(verdict, false, scratch)
-                    .unwrap_or(Action::Forward))
+                let statement = Statement::Execute {
+                    portal: e.portal,
+                    sql: self.state.portal(e.portal),
+                    max_rows: e.max_rows,
+                };
+                match check(&mut self.hook, &statement) {
+                    Checked::Wait(w) => {
+                        self.described = described;
+                        Ok(Action::Wait(w))
+                    }
+                    Checked::Denied { code, message } => Ok(self.deny(&code, &message, false, scratch)),
+                    Checked::Forward(context) => {
+                        // A result the hook must see needs its description: have the server repeat it
+                        // unless the client just asked for it.
+                        let wanted = self.describe_portals || (self.track && context.is_some());
+                        if wanted && described.as_deref() != Some(e.portal) {
+                            // The result hook needs this result's description: ask for it first.
+                            self.expect(Expect::Injected)?;
+                            self.expect(Expect::Execute(context))?;
+                            put_message(scratch, fe::DESCRIBE, |b| {
+                                b.extend_from_slice(b"P");
+                                put_cstr(b, e.portal);
+                            });
+                            put_message(scratch, fe::EXECUTE, |b| b.extend_from_slice(body));
+                            return Ok(Action::Replace);
+                        }
+                        self.expect(Expect::Execute(context))?;
+                        Ok(Action::Forward)
+                    }
+                }
             }
             fe::CLOSE => {
                 match frontend::target(body, "Close")? {
@@ -359,19 +470,22 @@ impl Handler for ClientToServer {
                 Ok(Action::Forward)
             }
             fe::DESCRIBE => {
-                frontend::target(body, "Describe")?;
+                let (target, name) = frontend::target(body, "Describe")?;
+                let portal = target == Target::Portal;
+                self.expect(Expect::Describe { portal })?;
+                if portal && self.track {
+                    self.described = Some(name.to_owned());
+                }
                 Ok(Action::Forward)
             }
             fe::SYNC => {
                 self.state.sync_point();
+                self.expect(Expect::Sync)?;
                 Ok(Action::Forward)
             }
             fe::FUNCTION_CALL => {
                 let oid = frontend::function_call_oid(body)?;
-                let verdict = check(&mut self.hook, &Statement::FunctionCall { oid });
-                let action = self.verdict_action(verdict, true, scratch);
-                self.state.sync_point();
-                Ok(action.unwrap_or(Action::Forward))
+                self.simple(&Statement::FunctionCall { oid }, scratch)
             }
             fe::TERMINATE => {
                 self.terminated = true;
@@ -382,11 +496,13 @@ impl Handler for ClientToServer {
     }
 }
 
-fn check(hook: &mut Option<Box<dyn StatementHook>>, statement: &Statement<'_>) -> Verdict {
-    match hook.as_mut() {
-        Some(h) => h.check(statement),
-        None => Verdict::Allow,
-    }
+/// Whether the rows of the current result go to the result hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RowState {
+    /// No description of the current result yet.
+    Unknown,
+    Pass,
+    Inspect,
 }
 
 /// Server-to-client: transaction status, sentinel replacement, and the result hook.
@@ -396,7 +512,16 @@ struct ServerToClient {
     rfq_count: u64,
     /// When set, stop once this many ReadyForQuery have been forwarded.
     drain_until: Option<u64>,
-    rows_wanted: bool,
+    rows: RowState,
+    /// The description of the coming Execute's rows (a portal's RowDescription body; empty after
+    /// NoData), not yet shown to the hook.
+    description: Option<BytesMut>,
+    /// The context of the statement whose results are arriving.
+    context: Option<Context>,
+    /// The current COPY TO STDOUT's data goes to the hook.
+    copying: bool,
+    /// The hook ended the current statement: drop everything up to the next ReadyForQuery.
+    aborted: bool,
     row_buf: BytesMut,
 }
 
@@ -440,27 +565,242 @@ impl ServerToClient {
             }
             self.shared.pending.store(q.len(), Ordering::Release);
         }
+        if self.hook.is_some() {
+            // The batch is over: everything it listed has been answered (or skipped after an error).
+            let mut q = self.shared.expected();
+            while let Some(e) = q.pop_front() {
+                if matches!(e, Expect::Sync | Expect::Query(_)) {
+                    break;
+                }
+            }
+            drop(q);
+            self.end_result();
+            self.description = None;
+            self.aborted = false;
+        }
         Ok(())
     }
 
     fn end_result(&mut self) {
-        if self.rows_wanted {
-            self.rows_wanted = false;
-        }
+        self.rows = RowState::Unknown;
+        self.copying = false;
+        self.context = None;
         if let Some(h) = self.hook.as_mut() {
             h.result_end();
+        }
+    }
+
+    /// An Execute's result ended: it is no longer awaited.
+    fn end_execute(&mut self) {
+        let mut q = self.shared.expected();
+        if matches!(q.front(), Some(Expect::Execute(_))) {
+            q.pop_front();
+        }
+        drop(q);
+        self.description = None;
+        self.end_result();
+    }
+
+    /// The context of the statement at the head of the awaited results (Query or Execute).
+    fn front_context(&self) -> Option<Context> {
+        match self.shared.expected().front() {
+            Some(Expect::Query(c) | Expect::Execute(c)) => c.clone(),
+            _ => None,
+        }
+    }
+
+    /// Ends the current statement with an error of the hook's: the client gets it now, and the rest up
+    /// to ReadyForQuery is read and dropped. The server is not asked to cancel: a CancelRequest cannot
+    /// say which statement it means, and one arriving late would cancel the client's next statement.
+    fn abort(&mut self, code: &str, message: &str, scratch: &mut BytesMut) -> Action {
+        Report::error(code, message).encode(scratch);
+        self.aborted = true;
+        self.rows = RowState::Unknown;
+        self.copying = false;
+        debug!(code, "result ended by the sidecar");
+        Action::Replace
+    }
+
+    /// Applies the hook's answer to a description.
+    fn described(&mut self, rows: Rows, copy: bool, scratch: &mut BytesMut) -> Option<Action> {
+        match rows {
+            Rows::Pass => {
+                self.rows = RowState::Pass;
+                None
+            }
+            Rows::Inspect => {
+                if copy {
+                    self.copying = true;
+                    self.rows = RowState::Pass;
+                } else {
+                    self.rows = RowState::Inspect;
+                }
+                None
+            }
+            Rows::Abort { code, message } => Some(self.abort(&code, &message, scratch)),
+            Rows::Wait(w) => Some(Action::Wait(w)),
+        }
+    }
+
+    fn row_description(&mut self, body: &[u8], scratch: &mut BytesMut) -> Action {
+        let front = {
+            let q = self.shared.expected();
+            match q.front() {
+                Some(Expect::Describe { portal }) => Some(Some(*portal)),
+                Some(Expect::Injected) => Some(None),
+                _ => None,
+            }
+        };
+        match front {
+            // The client's own Describe: forwarded; a portal's also describes the Execute after it.
+            Some(Some(portal)) => {
+                self.shared.expected().pop_front();
+                self.description = portal.then(|| BytesMut::from(body));
+                Action::Forward
+            }
+            // Ours: keep it for the Execute, do not forward.
+            Some(None) => {
+                self.shared.expected().pop_front();
+                self.description = Some(BytesMut::from(body));
+                Action::Drop
+            }
+            // A simple Query's result (or one nobody listed: no context, the hook fails closed).
+            None => {
+                let context = self.front_context();
+                let Some(h) = self.hook.as_mut() else {
+                    return Action::Forward;
+                };
+                let rows = h.row_description(body, context.as_ref());
+                self.context = context;
+                self.described(rows, false, scratch).unwrap_or(Action::Forward)
+            }
+        }
+    }
+
+    fn no_data(&mut self) -> Action {
+        let mut q = self.shared.expected();
+        match q.front() {
+            Some(Expect::Describe { .. }) => {
+                q.pop_front();
+                drop(q);
+                self.description = Some(BytesMut::new());
+                Action::Forward
+            }
+            Some(Expect::Injected) => {
+                q.pop_front();
+                drop(q);
+                self.description = Some(BytesMut::new());
+                Action::Drop
+            }
+            _ => Action::Forward,
+        }
+    }
+
+    fn data_row(&mut self, body: &[u8], scratch: &mut BytesMut) -> Action {
+        if self.rows == RowState::Unknown {
+            // An Execute's first row: its description came from a Describe of the portal.
+            let context = self.front_context();
+            let Some(h) = self.hook.as_mut() else {
+                return Action::Forward;
+            };
+            let rows = match &self.description {
+                Some(d) => h.row_description(d, context.as_ref()),
+                None => Rows::Abort {
+                    code: error::sqlstate::INTERNAL_ERROR.into(),
+                    message: "dbward: a result arrived without a description; it cannot be checked".into(),
+                },
+            };
+            self.context = context;
+            if let Some(a) = self.described(rows, false, scratch) {
+                return a;
+            }
+        }
+        if self.rows != RowState::Inspect {
+            return Action::Forward;
+        }
+        let Some(h) = self.hook.as_mut() else {
+            return Action::Forward;
+        };
+        self.row_buf.clear();
+        match h.data_row(body, &mut self.row_buf) {
+            RowAction::Forward => Action::Forward,
+            RowAction::Replaced => {
+                let row = &self.row_buf;
+                put_message(scratch, be::DATA_ROW, |b| b.extend_from_slice(row));
+                Action::Replace
+            }
+            RowAction::Abort { code, message } => self.abort(&code, &message, scratch),
+        }
+    }
+
+    fn copy_out(&mut self, body: &[u8], scratch: &mut BytesMut) -> Action {
+        let context = self.front_context();
+        let Some(h) = self.hook.as_mut() else {
+            return Action::Forward;
+        };
+        let rows = h.copy_out(body, context.as_ref());
+        self.context = context;
+        self.described(rows, true, scratch).unwrap_or(Action::Forward)
+    }
+
+    fn copy_data(&mut self, tag: u8, body: &[u8], scratch: &mut BytesMut) -> Action {
+        let Some(h) = self.hook.as_mut() else {
+            return Action::Forward;
+        };
+        self.row_buf.clear();
+        let done = tag == be::COPY_DONE;
+        let action = if done {
+            h.copy_done(&mut self.row_buf)
+        } else {
+            h.copy_data(body, &mut self.row_buf)
+        };
+        match action {
+            RowAction::Forward => Action::Forward,
+            RowAction::Replaced => {
+                if !self.row_buf.is_empty() {
+                    let data = &self.row_buf;
+                    put_message(scratch, be::COPY_DATA, |b| b.extend_from_slice(data));
+                }
+                if done {
+                    put_message(scratch, be::COPY_DONE, |_| {});
+                }
+                Action::Replace
+            }
+            RowAction::Abort { code, message } => self.abort(&code, &message, scratch),
+        }
+    }
+
+    fn message(&mut self, tag: u8, body: &[u8], scratch: &mut BytesMut) -> Action {
+        match self.hook.as_mut() {
+            Some(h) if h.wants_messages() => {
+                if h.message(tag, body, scratch) {
+                    Action::Replace
+                } else {
+                    Action::Forward
+                }
+            }
+            _ => Action::Forward,
         }
     }
 }
 
 impl Handler for ServerToClient {
     fn inspects(&mut self, tag: u8) -> bool {
+        if self.aborted {
+            return true;
+        }
         match tag {
-            be::READY_FOR_QUERY => true,
-            be::ERROR_RESPONSE => true,
-            be::DATA_ROW => self.rows_wanted,
-            be::ROW_DESCRIPTION | be::COMMAND_COMPLETE | be::PORTAL_SUSPENDED | be::EMPTY_QUERY_RESPONSE => {
-                self.hook.is_some()
+            be::READY_FOR_QUERY | be::ERROR_RESPONSE => true,
+            be::DATA_ROW => self.hook.is_some() && self.rows != RowState::Pass,
+            be::COPY_DATA | be::COPY_DONE => self.copying,
+            be::ROW_DESCRIPTION
+            | be::NO_DATA
+            | be::COMMAND_COMPLETE
+            | be::PORTAL_SUSPENDED
+            | be::EMPTY_QUERY_RESPONSE
+            | be::COPY_OUT_RESPONSE => self.hook.is_some(),
+            be::NOTICE_RESPONSE | be::NOTIFICATION_RESPONSE => {
+                self.hook.as_ref().is_some_and(|h| h.wants_messages())
             }
             _ => false,
         }
@@ -476,12 +816,26 @@ impl Handler for ServerToClient {
     }
 
     fn frame(&mut self, tag: u8, body: &[u8], scratch: &mut BytesMut) -> Result<Action, RelayError> {
-        match tag {
+        if self.aborted && tag != be::READY_FOR_QUERY {
+            return Ok(Action::Drop);
+        }
+        Ok(match tag {
             be::READY_FOR_QUERY => {
                 self.ready_for_query(body)?;
-                Ok(Action::Forward)
+                Action::Forward
             }
             be::ERROR_RESPONSE => {
+                if self.hook.is_some() {
+                    let mut q = self.shared.expected();
+                    if !matches!(q.front(), Some(Expect::Query(_))) {
+                        // The extended protocol skips to Sync after an error.
+                        while q.front().is_some_and(|e| !matches!(e, Expect::Sync)) {
+                            q.pop_front();
+                        }
+                    }
+                    drop(q);
+                    self.description = None;
+                }
                 self.end_result();
                 if self.shared.pending.load(Ordering::Acquire) > 0
                     && let Some(response) = self.denial_for(body)
@@ -489,32 +843,19 @@ impl Handler for ServerToClient {
                     scratch.extend_from_slice(&response);
                     return Ok(Action::Replace);
                 }
-                Ok(Action::Forward)
+                self.message(tag, body, scratch)
             }
-            be::ROW_DESCRIPTION => {
-                if let Some(h) = self.hook.as_mut() {
-                    self.rows_wanted = h.row_description(body);
-                }
-                Ok(Action::Forward)
+            be::ROW_DESCRIPTION => self.row_description(body, scratch),
+            be::NO_DATA => self.no_data(),
+            be::DATA_ROW => self.data_row(body, scratch),
+            be::COPY_OUT_RESPONSE => self.copy_out(body, scratch),
+            be::COPY_DATA | be::COPY_DONE => self.copy_data(tag, body, scratch),
+            be::COMMAND_COMPLETE | be::PORTAL_SUSPENDED | be::EMPTY_QUERY_RESPONSE => {
+                self.end_execute();
+                Action::Forward
             }
-            be::DATA_ROW => {
-                let Some(h) = self.hook.as_mut() else {
-                    return Ok(Action::Forward);
-                };
-                self.row_buf.clear();
-                match h.data_row(body, &mut self.row_buf) {
-                    RowAction::Forward => Ok(Action::Forward),
-                    RowAction::Replaced => {
-                        let rows = &self.row_buf;
-                        put_message(scratch, be::DATA_ROW, |b| b.extend_from_slice(rows));
-                        Ok(Action::Replace)
-                    }
-                }
-            }
-            _ => {
-                self.end_result();
-                Ok(Action::Forward)
-            }
-        }
+            be::NOTICE_RESPONSE | be::NOTIFICATION_RESPONSE => self.message(tag, body, scratch),
+            _ => Action::Forward,
+        })
     }
 }

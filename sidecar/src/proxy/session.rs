@@ -126,10 +126,31 @@ pub async fn serve(
     };
     let Started {
         identity,
-        upstream,
+        mut upstream,
         client_user,
         application_name,
     } = startup;
+    // The policy engine resolves names through the session's search_path: learn where it starts.
+    let search_path = if shared.hooks.is_some() {
+        match timeout(
+            shared.startup_timeout,
+            upstream::show_setting(&mut upstream.stream, "search_path"),
+        )
+        .await
+        {
+            Ok(Ok(p)) => Some(p),
+            Ok(Err(e)) => {
+                warn!(connection = %conn.name, error = %e, "could not read the session's search_path; names resolve through every schema");
+                None
+            }
+            Err(_) => {
+                warn!(connection = %conn.name, "reading the session's search_path timed out");
+                return;
+            }
+        }
+    } else {
+        None
+    };
     info!(connection = %conn.name, caller = %identity, application_name = %application_name, "session started");
     let key = shared.cancels.register(CancelTarget {
         upstream: conn.upstream.clone(),
@@ -152,6 +173,7 @@ pub async fn serve(
             peer,
             client_user,
             application_name,
+            search_path,
         }),
         None => Hooks::default(),
     };
@@ -395,6 +417,14 @@ async fn login(
         .copied()
         .filter(|(k, _)| passes_through(k))
         .collect();
+    if shared.hooks.is_some()
+        && let Err(e) = crate::guard::check_startup_params(&params)
+    {
+        return Err(Refusal::new(
+            sqlstate::INSUFFICIENT_PRIVILEGE,
+            format!("dbward: {e}"),
+        ));
+    }
     let upstream = upstream::connect(&conn.upstream, &params).await.map_err(|e| {
         warn!(connection = %conn.name, error = %e, "upstream session failed");
         let r = Refusal::new(leak_code(e.sqlstate()), format!("dbward: connection \"{}\": {e}", conn.name));

@@ -24,6 +24,8 @@ pub enum StateError {
     TooManyStatements,
     #[error("too many open portals (limit {MAX_NAMED_PORTALS})")]
     TooManyPortals,
+    #[error("too many statements sent without reading their results (limit {0})")]
+    TooManyPending(usize),
 }
 
 /// Where a portal's statement text lives.

@@ -314,3 +314,43 @@ async fn login(stream: &mut UpstreamStream, target: &UpstreamTarget) -> Result<L
         }
     }
 }
+
+/// Runs `SHOW name` on a fresh session (before any client message) and returns the value. The answer
+/// is read up to its ReadyForQuery, so the session is left as it was.
+pub async fn show_setting(stream: &mut UpstreamStream, name: &str) -> Result<String, UpstreamError> {
+    const MAX_ANSWER: usize = 1 << 20;
+    let mut out = BytesMut::new();
+    crate::proxy::messages::backend::put_message(&mut out, b'Q', |b| {
+        crate::proxy::messages::backend::put_cstr(b, &format!("SHOW {name}"));
+    });
+    send(stream, &out).await.map_err(UpstreamError::Write)?;
+    let mut buf = BytesMut::new();
+    let mut value = None;
+    let mut failed = None;
+    loop {
+        let (tag, body) = read_message(stream, &mut buf, MAX_ANSWER).await?;
+        match tag {
+            // One column: count (2), length (4), bytes.
+            b'D' if body.len() >= 6 => {
+                let len = i32::from_be_bytes([body[2], body[3], body[4], body[5]]);
+                if let Ok(len) = usize::try_from(len)
+                    && let Some(v) = body.get(6..6 + len)
+                {
+                    value = Some(String::from_utf8_lossy(v).into_owned());
+                }
+            }
+            b'E' => {
+                let report = crate::proxy::messages::error::parse_report(&body)
+                    .map(|r| (r.code.to_owned(), r.message.to_owned()))
+                    .unwrap_or_default();
+                failed = Some(report);
+            }
+            b'Z' => break,
+            _ => {}
+        }
+    }
+    if let Some((code, message)) = failed {
+        return Err(UpstreamError::Rejected { code, message });
+    }
+    value.ok_or(UpstreamError::Protocol("SHOW returned no value"))
+}

@@ -1,0 +1,620 @@
+//! The statement half: judges every statement before it reaches the server.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime},
+};
+
+use dbward_crds::Operation;
+use tracing::{debug, info, warn};
+
+use super::{
+    GuardConnection, GuardShared,
+    context::{CallerState, CatalogSchema, StatementContext, flow_strategy},
+    paths::{SearchPaths, candidates, parse_search_path},
+};
+use crate::{
+    catalog::{CatalogError, CatalogSnapshot},
+    identity::CallerIdentity,
+    policy::{Decision, Verdict as PolicyVerdict},
+    proxy::{
+        hook::{SessionInfo, Statement, StatementHook, Verdict},
+        messages::error::sqlstate,
+    },
+    sql::{Analysis, Effects, RelationName, SessionChange, lineage},
+};
+
+/// Decisions kept per session.
+const DECISION_CACHE: usize = 1024;
+/// Prepared statements and cursors tracked per session (the server's own limits are higher, but a
+/// session that needs more than this is refused rather than judged wrongly).
+const MAX_NAMED: usize = 65_536;
+/// A statement naming relations the catalog does not know reloads the catalog at most this often.
+const MISSING_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+/// SQLSTATE when the sidecar cannot judge a statement because the catalog cannot be read.
+const CANNOT_JUDGE: &str = "58000";
+
+/// A prepared statement (`PREPARE`) or a cursor (`DECLARE`): what it runs, judged again when used.
+#[derive(Clone)]
+struct Named {
+    effects: Arc<Effects>,
+    /// The text of the PREPARE or DECLARE (its rows' lineage).
+    text: Arc<str>,
+}
+
+/// A cached judgment of one statement text.
+struct Cached {
+    policy: u64,
+    catalog: u64,
+    paths: u64,
+    analysis: Arc<Analysis>,
+    outcome: Outcome,
+}
+
+#[derive(Clone)]
+enum Outcome {
+    Allow,
+    Deny { code: &'static str, message: Arc<str> },
+}
+
+pub(super) struct GuardStatements {
+    shared: Arc<GuardShared>,
+    conn: Option<Arc<GuardConnection>>,
+    identity: CallerIdentity,
+    connection: String,
+    /// The policy store's version the caller was computed from.
+    store_version: u64,
+    /// Changes whenever the caller is recomputed (cached decisions of older generations are stale).
+    policy_version: u64,
+    caller: Option<Arc<CallerState>>,
+    /// Why the caller's policy could not be compiled (every statement is refused with it).
+    caller_error: Option<String>,
+    next_change: Option<SystemTime>,
+    paths: SearchPaths,
+    prepared: HashMap<String, Named>,
+    cursors: HashMap<String, Named>,
+    decisions: HashMap<Arc<str>, Cached>,
+    /// A load of the catalog this session waited for failed.
+    catalog_error: Arc<Mutex<Option<CatalogError>>>,
+    /// The catalog must be newer than this version (after DDL this session ran).
+    stale_before: u64,
+    last_missing_reload: Option<Instant>,
+}
+
+impl GuardStatements {
+    pub(super) fn new(
+        shared: Arc<GuardShared>,
+        conn: Option<Arc<GuardConnection>>,
+        info: &SessionInfo,
+    ) -> Self {
+        let initial = info.search_path.as_deref().map(parse_search_path);
+        Self {
+            shared,
+            conn,
+            identity: info.identity.clone(),
+            connection: info.connection.clone(),
+            store_version: 0,
+            policy_version: 0,
+            caller: None,
+            caller_error: None,
+            next_change: None,
+            paths: SearchPaths::new(initial),
+            prepared: HashMap::new(),
+            cursors: HashMap::new(),
+            decisions: HashMap::new(),
+            catalog_error: Arc::default(),
+            stale_before: 0,
+            last_missing_reload: None,
+        }
+    }
+
+    /// Recomputes the caller's policy when the set changed or a policy switched on or off.
+    fn refresh_caller(&mut self) {
+        let version = self.shared.policies.version();
+        let now = SystemTime::now();
+        let due = self.next_change.is_some_and(|t| now >= t);
+        if version == self.store_version && (self.caller.is_some() || self.caller_error.is_some()) && !due {
+            return;
+        }
+        let (version, set) = self.shared.policies.current();
+        let policy = set.for_caller(&self.connection, &self.identity, now);
+        self.next_change = policy.next_change(now);
+        match CallerState::new(policy) {
+            Ok(state) => {
+                self.caller = Some(Arc::new(state));
+                self.caller_error = None;
+            }
+            Err(e) => {
+                warn!(connection = %self.connection, error = %e, "the caller's masking cannot be compiled; refusing its statements");
+                self.caller = None;
+                self.caller_error = Some(format!("dbward: the caller's masking rules cannot be used: {e}"));
+            }
+        }
+        // A new time boundary or policy set makes every cached decision stale.
+        self.store_version = version;
+        self.policy_version += 1;
+        self.decisions.clear();
+    }
+
+    fn wait_for_catalog(&self, newer_than: u64) -> Verdict {
+        let Some(conn) = self.conn.clone() else {
+            return deny(CANNOT_JUDGE, "dbward: this connection has no catalog".into());
+        };
+        let slot = self.catalog_error.clone();
+        Verdict::Wait(Box::pin(async move {
+            if let Err(e) = conn.catalog.refresh(newer_than).await {
+                *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+            }
+        }))
+    }
+
+    /// The catalog to judge with, or what to do instead.
+    fn snapshot(&mut self) -> Result<Arc<CatalogSnapshot>, Verdict> {
+        let Some(conn) = self.conn.as_ref() else {
+            return Err(deny(
+                CANNOT_JUDGE,
+                "dbward: this connection has no catalog".into(),
+            ));
+        };
+        if let Some(e) = self
+            .catalog_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            return Err(deny(CANNOT_JUDGE, e.client_message(&self.connection)));
+        }
+        match conn.catalog.current() {
+            Some(s) if s.version() > self.stale_before => Ok(s),
+            Some(s) => {
+                let v = s.version();
+                Err(self.wait_for_catalog(v))
+            }
+            None => Err(self.wait_for_catalog(0)),
+        }
+    }
+
+    /// Judges a statement text; `apply` when it is about to run (session changes take effect).
+    fn judge(&mut self, sql: &str, apply: bool) -> Verdict {
+        self.refresh_caller();
+        let Some(caller) = self.caller.clone() else {
+            let message = self
+                .caller_error
+                .clone()
+                .unwrap_or_else(|| "dbward: no policy".into());
+            return deny(sqlstate::INSUFFICIENT_PRIVILEGE, message);
+        };
+        let snapshot = match self.snapshot() {
+            Ok(s) => s,
+            Err(v) => return v,
+        };
+        if let Some(c) = self.decisions.get(sql)
+            && c.policy == self.policy_version
+            && c.catalog == snapshot.version()
+            && c.paths == self.paths.version()
+        {
+            let (analysis, outcome) = (c.analysis.clone(), c.outcome.clone());
+            return self.finish(sql, &analysis, outcome, &caller, snapshot, apply);
+        }
+        let analysis = self.shared.analyses.analyze(sql);
+        let (outcome, missing) = self.decide(sql, &analysis, &caller, &snapshot);
+        if missing && self.may_reload_for_missing() {
+            return self.wait_for_catalog(snapshot.version());
+        }
+        let volatile = analysis.statements.iter().any(|e| {
+            e.session.iter().any(|c| {
+                matches!(
+                    c,
+                    SessionChange::Execute { .. }
+                        | SessionChange::Fetch { .. }
+                        | SessionChange::Prepare { .. }
+                        | SessionChange::DeclareCursor { .. }
+                )
+            })
+        });
+        if !volatile && sql.len() <= crate::sql::MAX_CACHED_TEXT {
+            if self.decisions.len() >= DECISION_CACHE {
+                self.decisions.clear();
+            }
+            self.decisions.insert(
+                Arc::from(sql),
+                Cached {
+                    policy: self.policy_version,
+                    catalog: snapshot.version(),
+                    paths: self.paths.version(),
+                    analysis: analysis.clone(),
+                    outcome: outcome.clone(),
+                },
+            );
+        }
+        self.finish(sql, &analysis, outcome, &caller, snapshot, apply)
+    }
+
+    fn may_reload_for_missing(&mut self) -> bool {
+        let now = Instant::now();
+        if self
+            .last_missing_reload
+            .is_some_and(|t| now.duration_since(t) < MISSING_RELOAD_INTERVAL)
+        {
+            return false;
+        }
+        self.last_missing_reload = Some(now);
+        true
+    }
+
+    /// The decision on every statement of the text: the first refused one refuses it all. Also says
+    /// whether a relation it names is missing from the catalog.
+    fn decide(
+        &self,
+        sql: &str,
+        analysis: &Analysis,
+        caller: &CallerState,
+        snapshot: &CatalogSnapshot,
+    ) -> (Outcome, bool) {
+        let user = self.conn.as_ref().map(|c| c.user.as_str()).unwrap_or("");
+        let mut missing = false;
+        for effects in &analysis.statements {
+            let effects = self.substitute(effects);
+            let (resolved, miss) = resolve(&effects, snapshot, &self.paths, user);
+            missing |= miss;
+            let decision = caller
+                .policy
+                .decide(&resolved, &|r: &RelationName| match &r.schema {
+                    Some(s) => format!("{s}.{}", r.name),
+                    None => r.name.clone(),
+                });
+            log_decision(&self.connection, &self.identity, &decision);
+            match decision.effective() {
+                PolicyVerdict::Allow => {}
+                PolicyVerdict::Deny => {
+                    return (
+                        Outcome::Deny {
+                            code: sqlstate::INSUFFICIENT_PRIVILEGE,
+                            message: decision.message.into(),
+                        },
+                        missing,
+                    );
+                }
+                PolicyVerdict::RequireApproval => {
+                    let message = format!(
+                        "{}; this dbward sidecar cannot hold statements for approval yet, so it refuses them",
+                        decision.message
+                    );
+                    return (
+                        Outcome::Deny {
+                            code: sqlstate::INSUFFICIENT_PRIVILEGE,
+                            message: message.into(),
+                        },
+                        missing,
+                    );
+                }
+            }
+            if caller.policy.masks_anything()
+                && let Some(message) = self.copies_masked_data(sql, &effects, caller, snapshot)
+            {
+                return (
+                    Outcome::Deny {
+                        code: sqlstate::INSUFFICIENT_PRIVILEGE,
+                        message: message.into(),
+                    },
+                    missing,
+                );
+            }
+        }
+        (Outcome::Allow, missing)
+    }
+
+    /// A statement that writes: refused when a masked column would flow into what it writes (a table,
+    /// a setting), since the copy could then be read back unmasked.
+    fn copies_masked_data(
+        &self,
+        sql: &str,
+        effects: &Effects,
+        caller: &CallerState,
+        snapshot: &CatalogSnapshot,
+    ) -> Option<String> {
+        let writes_data = effects.operations.iter().any(|op| {
+            matches!(
+                op,
+                Operation::Insert | Operation::Update | Operation::Merge | Operation::Ddl | Operation::Set
+            )
+        });
+        if !writes_data {
+            return None;
+        }
+        let user = self.conn.as_ref().map(|c| c.user.as_str()).unwrap_or("");
+        let schema = CatalogSchema {
+            snapshot,
+            paths: &self.paths,
+            user,
+        };
+        let refused = "dbward: this statement would copy masked data into a table or setting, where it could be read back unmasked";
+        if effects
+            .functions
+            .iter()
+            .any(|f| f == "set_config" || f.ends_with(".set_config"))
+            && !effects.reads.is_empty()
+        {
+            return Some(refused.into());
+        }
+        let statements = crate::sql::parse_statements(sql)?;
+        let mut views = super::context::ViewCache::default();
+        for statement in statements.iter().flatten() {
+            let flow = lineage::write_flow(statement, &schema);
+            if flow.is_empty() {
+                continue;
+            }
+            if flow_strategy(caller, &flow, snapshot, &self.paths, user, &mut views, 0).is_some() {
+                return Some(refused.into());
+            }
+        }
+        None
+    }
+
+    /// What `EXECUTE` and `FETCH` run, and reads inside writes judged as reads.
+    fn substitute<'a>(&self, effects: &'a Effects) -> std::borrow::Cow<'a, Effects> {
+        use std::borrow::Cow;
+        let mut out = Cow::Borrowed(effects);
+        for change in &effects.session {
+            let used = match change {
+                SessionChange::Execute { name } => Some(self.prepared.get(name)),
+                SessionChange::Fetch { cursor } => Some(self.cursors.get(cursor)),
+                _ => None,
+            };
+            if let Some(used) = used {
+                let e = out.to_mut();
+                match used {
+                    Some(named) => merge(e, &named.effects),
+                    // Not prepared through this sidecar: the server will refuse it; judge it unknown.
+                    None => {
+                        e.operations.insert(Operation::Unknown);
+                    }
+                }
+            }
+        }
+        let writes = [
+            Operation::Insert,
+            Operation::Update,
+            Operation::Delete,
+            Operation::Merge,
+            Operation::Ddl,
+            Operation::CopyIn,
+            Operation::Truncate,
+        ];
+        if !out.reads.is_empty()
+            && !out.has(Operation::Select)
+            && !out.has(Operation::CopyOut)
+            && writes.iter().any(|op| out.has(*op))
+        {
+            // Rows read inside a write (a subquery, USING, FROM, INSERT ... SELECT) are reads.
+            out.to_mut().operations.insert(Operation::Select);
+        }
+        out
+    }
+
+    /// Session changes of a statement about to run, and its context for the result half.
+    fn finish(
+        &mut self,
+        sql: &str,
+        analysis: &Arc<Analysis>,
+        outcome: Outcome,
+        caller: &Arc<CallerState>,
+        snapshot: Arc<CatalogSnapshot>,
+        apply: bool,
+    ) -> Verdict {
+        if let Outcome::Deny { code, message } = outcome {
+            return deny(code, message.to_string());
+        }
+        if !apply {
+            return Verdict::Allow;
+        }
+        let texts = if caller.inspects {
+            self.row_texts(sql, analysis)
+        } else {
+            Vec::new()
+        };
+        for effects in &analysis.statements {
+            self.apply(effects, sql, snapshot.version());
+        }
+        if !caller.inspects {
+            return Verdict::Allow;
+        }
+        let Some(conn) = self.conn.as_ref() else {
+            return Verdict::Allow;
+        };
+        Verdict::AllowWith(Arc::new(StatementContext {
+            caller: caller.clone(),
+            catalog: conn.catalog.clone(),
+            snapshot,
+            paths: self.paths.clone(),
+            user: Arc::from(conn.user.as_str()),
+            texts,
+        }))
+    }
+
+    /// The texts whose rows the statement returns: its own, or for EXECUTE and FETCH what they run.
+    fn row_texts(&self, sql: &str, analysis: &Analysis) -> Vec<Arc<str>> {
+        let mut texts = Vec::new();
+        let mut own = false;
+        for effects in &analysis.statements {
+            let mut used = false;
+            for change in &effects.session {
+                let named = match change {
+                    SessionChange::Execute { name } => self.prepared.get(name),
+                    SessionChange::Fetch { cursor } => self.cursors.get(cursor),
+                    _ => continue,
+                };
+                used = true;
+                if let Some(n) = named {
+                    texts.push(n.text.clone());
+                }
+            }
+            own |= !used;
+        }
+        if own {
+            texts.insert(0, Arc::from(sql));
+        }
+        texts
+    }
+
+    fn apply(&mut self, effects: &Effects, sql: &str, catalog_version: u64) {
+        if effects.has(Operation::Ddl) {
+            // The next statement is judged with a catalog read after this one ran.
+            self.stale_before = catalog_version;
+        }
+        if effects
+            .functions
+            .iter()
+            .any(|f| f == "set_config" || f.ends_with(".set_config"))
+        {
+            self.paths.add(None);
+        }
+        for change in &effects.session {
+            match change {
+                SessionChange::SearchPath(Some(path)) => self.paths.add(Some(path.clone())),
+                SessionChange::SearchPath(None) => self.paths.add_initial(),
+                SessionChange::Prepare { name, effects } => {
+                    if self.prepared.len() < MAX_NAMED {
+                        let named = Named {
+                            effects: Arc::new((**effects).clone()),
+                            text: Arc::from(sql),
+                        };
+                        self.prepared.insert(name.clone(), named);
+                    }
+                }
+                SessionChange::DeclareCursor { name, effects } => {
+                    if self.cursors.len() < MAX_NAMED {
+                        let named = Named {
+                            effects: Arc::new((**effects).clone()),
+                            text: Arc::from(sql),
+                        };
+                        self.cursors.insert(name.clone(), named);
+                    }
+                }
+                SessionChange::Deallocate(Some(name)) => {
+                    self.prepared.remove(name);
+                }
+                SessionChange::Deallocate(None) => self.prepared.clear(),
+                SessionChange::CloseCursor(Some(name)) => {
+                    self.cursors.remove(name);
+                }
+                SessionChange::CloseCursor(None) => self.cursors.clear(),
+                SessionChange::DiscardAll => {
+                    self.prepared.clear();
+                    self.cursors.clear();
+                    self.paths.add_initial();
+                }
+                SessionChange::Execute { .. }
+                | SessionChange::Fetch { .. }
+                | SessionChange::Listen(_)
+                | SessionChange::Notify(_) => {}
+            }
+        }
+    }
+}
+
+impl StatementHook for GuardStatements {
+    fn check(&mut self, statement: &Statement<'_>) -> Verdict {
+        match statement {
+            Statement::Simple { sql } => self.judge(sql, true),
+            Statement::Parse { sql, .. } => self.judge(sql, false),
+            Statement::Bind { sql: Some(sql), .. } => self.judge(sql, false),
+            // A statement the sidecar never saw parsed: the server refuses the Bind.
+            Statement::Bind { sql: None, .. } => Verdict::Allow,
+            Statement::Execute { sql: Some(sql), .. } => self.judge(sql, true),
+            Statement::Execute { sql: None, .. } => Verdict::Allow,
+            Statement::FunctionCall { .. } => self.function_call(),
+        }
+    }
+}
+
+impl GuardStatements {
+    /// A fast-path function call names a function by OID only: it is an `unknown` operation, and
+    /// refused outright when the caller masks anything (its result could be a masked value).
+    fn function_call(&mut self) -> Verdict {
+        self.refresh_caller();
+        let Some(caller) = self.caller.clone() else {
+            return deny(sqlstate::INSUFFICIENT_PRIVILEGE, "dbward: no policy".into());
+        };
+        if caller.policy.masks_anything() {
+            return deny(
+                sqlstate::INSUFFICIENT_PRIVILEGE,
+                "dbward: fast-path function calls are refused for callers whose results are masked".into(),
+            );
+        }
+        let decision = caller.policy.decide(&Effects::unknown(), &|r| r.name.clone());
+        log_decision(&self.connection, &self.identity, &decision);
+        match decision.effective() {
+            PolicyVerdict::Allow => Verdict::Allow,
+            _ => deny(sqlstate::INSUFFICIENT_PRIVILEGE, decision.message),
+        }
+    }
+}
+
+fn deny(code: &str, message: String) -> Verdict {
+    Verdict::Deny {
+        code: code.to_owned(),
+        message,
+    }
+}
+
+fn merge(into: &mut Effects, from: &Effects) {
+    into.operations.extend(from.operations.iter().copied());
+    into.reads.extend(from.reads.iter().cloned());
+    into.writes.extend(from.writes.iter().cloned());
+    into.functions.extend(from.functions.iter().cloned());
+    into.missing_where |= from.missing_where;
+}
+
+/// The effects with every relation name replaced by the relations it may denote (qualified), and
+/// whether some name denotes nothing the catalog knows.
+fn resolve(
+    effects: &Effects,
+    snapshot: &CatalogSnapshot,
+    paths: &SearchPaths,
+    user: &str,
+) -> (Effects, bool) {
+    let mut missing = false;
+    let mut expand = |set: &std::collections::BTreeSet<RelationName>| {
+        let mut out = std::collections::BTreeSet::new();
+        for name in set {
+            let found = candidates(snapshot, name, paths, user);
+            if found.is_empty() {
+                missing = true;
+                out.insert(name.clone());
+            }
+            for r in found {
+                out.insert(RelationName::new(Some(&r.schema), &r.name));
+            }
+        }
+        out
+    };
+    let reads = expand(&effects.reads);
+    let writes = expand(&effects.writes);
+    let resolved = Effects {
+        operations: effects.operations.clone(),
+        reads,
+        writes,
+        functions: effects.functions.clone(),
+        missing_where: effects.missing_where,
+        session: Vec::new(),
+    };
+    (resolved, missing)
+}
+
+fn log_decision(connection: &str, identity: &CallerIdentity, decision: &Decision) {
+    let rule = decision.rule.as_ref().map(|r| r.to_string()).unwrap_or_default();
+    if !decision.enforced && decision.verdict != PolicyVerdict::Allow {
+        info!(connection, caller = %identity, verdict = %decision.verdict, %rule, "audit: the policy would refuse this statement");
+    } else if decision.verdict != PolicyVerdict::Allow {
+        info!(connection, caller = %identity, verdict = %decision.verdict, %rule, "statement refused");
+    } else {
+        debug!(connection, caller = %identity, %rule, "statement allowed");
+    }
+    if let Some(audit) = &decision.audit
+        && audit.verdict != decision.verdict
+    {
+        info!(connection, caller = %identity, verdict = %audit.verdict, "audit: with the audit policies enforced, this statement would be judged differently");
+    }
+}
