@@ -193,7 +193,7 @@ async fn no_query_shape_returns_a_masked_value_in_clear() {
         assert!(!v.is_empty(), "{sql}: no rows");
         assert_no_secret(sql, &v, &secrets);
         // The extended protocol (binary where the client asks for it) too.
-        let rows = c.query(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let rows = c.query(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e:?}"));
         for r in rows {
             for i in 0..r.len() {
                 if let Ok(Some(s)) = r.try_get::<_, Option<String>>(i) {

@@ -50,6 +50,8 @@ struct Cached {
     paths: u64,
     analysis: Arc<Analysis>,
     outcome: Outcome,
+    /// Whether the statement's results must be seen (filled in when it first runs).
+    results: Option<bool>,
 }
 
 #[derive(Clone)]
@@ -194,8 +196,8 @@ impl GuardStatements {
             && c.catalog == snapshot.version()
             && c.paths == self.paths.version()
         {
-            let (analysis, outcome) = (c.analysis.clone(), c.outcome.clone());
-            return self.finish(sql, &analysis, outcome, &caller, snapshot, apply);
+            let (analysis, outcome, results) = (c.analysis.clone(), c.outcome.clone(), c.results);
+            return self.finish(sql, &analysis, outcome, results, &caller, snapshot, apply);
         }
         let analysis = self.shared.analyses.analyze(sql);
         let (outcome, missing) = self.decide(sql, &analysis, &caller, &snapshot);
@@ -225,10 +227,11 @@ impl GuardStatements {
                     paths: self.paths.version(),
                     analysis: analysis.clone(),
                     outcome: outcome.clone(),
+                    results: None,
                 },
             );
         }
-        self.finish(sql, &analysis, outcome, &caller, snapshot, apply)
+        self.finish(sql, &analysis, outcome, None, &caller, snapshot, apply)
     }
 
     fn may_reload_for_missing(&mut self) -> bool {
@@ -394,11 +397,13 @@ impl GuardStatements {
     }
 
     /// Session changes of a statement about to run, and its context for the result half.
+    #[allow(clippy::too_many_arguments)]
     fn finish(
         &mut self,
         sql: &str,
         analysis: &Arc<Analysis>,
         outcome: Outcome,
+        results: Option<bool>,
         caller: &Arc<CallerState>,
         snapshot: Arc<CatalogSnapshot>,
         apply: bool,
@@ -414,10 +419,21 @@ impl GuardStatements {
         } else {
             Vec::new()
         };
+        let results = caller.inspects
+            && match results {
+                Some(r) => r,
+                None => {
+                    let r = self.may_return_masked(&texts, caller, &snapshot);
+                    if let Some(c) = self.decisions.get_mut(sql) {
+                        c.results = Some(r);
+                    }
+                    r
+                }
+            };
         for effects in &analysis.statements {
             self.apply(effects, sql, snapshot.version());
         }
-        if !caller.inspects {
+        if !results {
             return Verdict::Allow;
         }
         let Some(conn) = self.conn.as_ref() else {
@@ -431,6 +447,51 @@ impl GuardStatements {
             user: Arc::from(conn.user.as_str()),
             texts,
         }))
+    }
+
+    /// Whether the rows of `texts` may carry a masked value or need counting, judged from their lineage
+    /// before they run. When it says no, results stream through untouched. It says yes whenever it
+    /// cannot tell, and for `*` (the result half then checks each column against the catalog, which
+    /// may know columns added since this snapshot).
+    fn may_return_masked(
+        &self,
+        texts: &[Arc<str>],
+        caller: &CallerState,
+        snapshot: &CatalogSnapshot,
+    ) -> bool {
+        if caller.limits.max_rows.is_some()
+            || caller.limits.max_bytes.is_some()
+            || !caller.detectors.is_empty()
+        {
+            return true;
+        }
+        if !caller.policy.masks_anything() {
+            return false;
+        }
+        let user = self.conn.as_ref().map(|c| c.user.as_str()).unwrap_or("");
+        let schema = CatalogSchema {
+            snapshot,
+            paths: &self.paths,
+            user,
+        };
+        let mut views = super::context::ViewCache::default();
+        for text in texts {
+            if text.contains('*') {
+                return true;
+            }
+            for outputs in super::context::statement_outputs(text, &schema) {
+                let Some(flows) = outputs else {
+                    return true;
+                };
+                if flows
+                    .iter()
+                    .any(|f| flow_strategy(caller, f, snapshot, &self.paths, user, &mut views, 0).is_some())
+                {
+                    return true;
+                }
+            }
+        }
+        false
     }
 
     /// The texts whose rows the statement returns: its own, or for EXECUTE and FETCH what they run.

@@ -22,6 +22,8 @@ use super::RelayError;
 pub const MAX_PROTOCOL_MESSAGE: usize = 0x3fff_ffff;
 const INITIAL_BUFFER: usize = 4 * 1024;
 const MAX_READ_CHUNK: usize = 256 * 1024;
+/// Gathered output is written once it reaches this size (and at the end of each read's messages).
+const OUT_FLUSH: usize = 64 * 1024;
 
 /// Something a handler waits for before it can decide on a message (a catalog lookup, a person's
 /// approval). It must not borrow the message: the pump keeps the message in its buffer meanwhile.
@@ -89,6 +91,10 @@ pub struct Pump {
     head: usize,
     tail: usize,
     scratch: BytesMut,
+    /// Output gathered when messages are replaced or dropped, so a run of rewritten rows costs one
+    /// write, not one per row. Empty whenever nothing is rewritten (forwarded bytes go straight from
+    /// the read buffer).
+    out: BytesMut,
     /// Bytes of a streamed message still to forward.
     streaming: usize,
     /// When set, the pump stops at the next message boundary instead of reading on.
@@ -109,6 +115,7 @@ impl Pump {
             head: 0,
             tail: already_read.len(),
             scratch: BytesMut::new(),
+            out: BytesMut::new(),
             streaming: 0,
             shutdown: None,
         }
@@ -266,28 +273,27 @@ impl Pump {
             match action {
                 Action::Forward => pos += total,
                 Action::Drop | Action::Replace => {
-                    if flushed < pos {
-                        wr.write_all(&data[flushed..pos])
-                            .await
-                            .map_err(RelayError::Write)?;
-                    }
+                    // Gather: what came before, then the replacement; written together later.
+                    self.out.extend_from_slice(&data[flushed..pos]);
                     if matches!(action, Action::Replace) {
-                        wr.write_all(&self.scratch).await.map_err(RelayError::Write)?;
+                        self.out.extend_from_slice(&self.scratch);
                     }
                     pos += total;
                     flushed = pos;
+                    if self.out.len() >= OUT_FLUSH {
+                        wr.write_all(&self.out).await.map_err(RelayError::Write)?;
+                        self.out.clear();
+                    }
                 }
                 Action::Wait(until) => {
                     // Everything before the message reaches its destination before the wait, so the
                     // other side can answer it (a pipelined client may be waiting on those answers).
-                    if flushed < pos {
-                        wr.write_all(&data[flushed..pos])
-                            .await
-                            .map_err(RelayError::Write)?;
-                        flushed = pos;
-                    }
-                    if !self.scratch.is_empty() {
-                        wr.write_all(&self.scratch).await.map_err(RelayError::Write)?;
+                    self.out.extend_from_slice(&data[flushed..pos]);
+                    flushed = pos;
+                    self.out.extend_from_slice(&self.scratch);
+                    if !self.out.is_empty() {
+                        wr.write_all(&self.out).await.map_err(RelayError::Write)?;
+                        self.out.clear();
                     }
                     wr.flush().await.map_err(RelayError::Write)?;
                     until.await;
@@ -300,7 +306,14 @@ impl Pump {
             }
         }
         // What came before a refused message is forwarded first, as the server would have processed it.
-        if flushed < pos {
+        if !self.out.is_empty() {
+            self.out.extend_from_slice(&data[flushed..pos]);
+            wr.write_all(&self.out).await.map_err(RelayError::Write)?;
+            self.out.clear();
+            if self.out.capacity() > 4 * OUT_FLUSH {
+                self.out = BytesMut::new();
+            }
+        } else if flushed < pos {
             wr.write_all(&data[flushed..pos])
                 .await
                 .map_err(RelayError::Write)?;
