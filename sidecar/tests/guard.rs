@@ -68,14 +68,9 @@ async fn guarded() -> Guarded {
 /// A direct connection to the test database (no sidecar).
 async fn direct() -> tokio_postgres::Client {
     let pg = dbward_testkit::shared();
-    connect(&format!(
-        "host=127.0.0.1 port={} user={} password={} dbname=shop",
-        pg.port(),
-        pg.app_user(),
-        pg.app_password()
-    ))
-    .await
-    .unwrap()
+    connect(&pg.conn_string(pg.app_user(), pg.app_password(), "shop"))
+        .await
+        .unwrap()
 }
 
 /// Every clear-text personal value of the first customers (emails, card numbers, SSNs, phones).

@@ -246,7 +246,7 @@ pub fn install_guard(proxy: &mut ProxyConfig, store: Arc<PolicyStore>, key: Mask
             ctx.name.clone(),
             Arc::new(GuardConnection {
                 catalog: Catalog::new(ctx.upstream.clone(), DEFAULT_LOAD_TIMEOUT),
-                user: ctx.upstream.user.clone(),
+                user: Arc::from(ctx.upstream.user.as_str()),
             }),
         );
     }

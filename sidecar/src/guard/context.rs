@@ -76,7 +76,31 @@ pub(crate) struct StatementContext {
     pub user: Arc<str>,
     /// The statements whose rows may come back, in order (for `EXECUTE` and `FETCH`: the prepared
     /// statement's and the cursor's text).
-    pub texts: Vec<Arc<str>>,
+    pub texts: Arc<[Arc<str>]>,
+    /// The output lineage of each statement of `texts` that may return rows (`None`: untraceable),
+    /// computed once per statement text by the statement half.
+    pub outputs: Arc<[Option<Vec<Flow>>]>,
+}
+
+/// Where a catalog load's failure is left for the half that waited on it.
+pub(crate) type CatalogErrorSlot = Arc<std::sync::Mutex<Option<crate::catalog::CatalogError>>>;
+
+/// A load of a snapshot newer than `newer_than`, to wait for; a failure lands in `slot`.
+pub(crate) fn reload(
+    catalog: Arc<Catalog>,
+    newer_than: u64,
+    slot: CatalogErrorSlot,
+) -> crate::proxy::pump::Wait {
+    Box::pin(async move {
+        if let Err(e) = catalog.refresh(newer_than).await {
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+        }
+    })
+}
+
+/// The failure a waited-for load left, if any (taken: the next statement tries again).
+pub(crate) fn take_error(slot: &CatalogErrorSlot) -> Option<crate::catalog::CatalogError> {
+    slot.lock().unwrap_or_else(|p| p.into_inner()).take()
 }
 
 /// Nested views followed at most when tracing a column; deeper is treated as untraceable.
@@ -138,7 +162,15 @@ impl StatementContext {
             return self.caller.opaque.clone();
         };
         if relation.kind.is_view() {
-            return view_column_strategy(&self.caller, relation, &column.name, snapshot, views, 0);
+            return view_column_strategy(
+                &self.caller,
+                relation,
+                &column.name,
+                snapshot,
+                &self.user,
+                views,
+                0,
+            );
         }
         self.caller.column(relation, &column.name)
     }
@@ -151,8 +183,13 @@ pub(crate) struct ViewCache {
     views: std::collections::HashMap<u32, Option<Arc<Vec<Flow>>>>,
 }
 
+/// The path a view's definition is read with: pg_get_viewdef qualifies the names not visible on the
+/// catalog session's default path (the sidecar's upstream user is `$user` there too).
+static VIEWDEF_PATHS: std::sync::LazyLock<SearchPaths> =
+    std::sync::LazyLock::new(|| SearchPaths::new(Some(vec!["$user".into(), "public".into()])));
+
 impl ViewCache {
-    fn get(&mut self, snapshot: &CatalogSnapshot, view: &RelationInfo) -> Option<Arc<Vec<Flow>>> {
+    fn get(&mut self, snapshot: &CatalogSnapshot, view: &RelationInfo, user: &str) -> Option<Arc<Vec<Flow>>> {
         if self.version != snapshot.version() {
             self.views.clear();
             self.version = snapshot.version();
@@ -160,13 +197,10 @@ impl ViewCache {
         if let Some(found) = self.views.get(&view.oid) {
             return found.clone();
         }
-        // A view's definition as pg_get_viewdef prints it: names not visible on the catalog
-        // session's default path are qualified, so resolve the rest through that path.
-        let paths = SearchPaths::new(Some(vec!["$user".into(), "public".into()]));
         let schema = CatalogSchema {
             snapshot,
-            paths: &paths,
-            user: "",
+            paths: &VIEWDEF_PATHS,
+            user,
         };
         let flows = view
             .definition
@@ -188,6 +222,7 @@ fn view_column_strategy(
     view: &RelationInfo,
     column: &str,
     snapshot: &CatalogSnapshot,
+    user: &str,
     views: &mut ViewCache,
     depth: usize,
 ) -> Option<Strategy> {
@@ -199,11 +234,18 @@ fn view_column_strategy(
     };
     // A mask written for the view's own column applies as well.
     let own = caller.column(view, column);
-    let Some(flows) = views.get(snapshot, view) else {
+    let Some(flows) = views.get(snapshot, view, user) else {
         return join(own, caller.opaque.clone());
     };
-    let paths = SearchPaths::new(Some(vec!["$user".into(), "public".into()]));
-    let traced = flow_strategy(caller, &flows[index], snapshot, &paths, "", views, depth + 1);
+    let traced = flow_strategy(
+        caller,
+        &flows[index],
+        snapshot,
+        &VIEWDEF_PATHS,
+        user,
+        views,
+        depth + 1,
+    );
     join(own, traced)
 }
 
@@ -235,7 +277,7 @@ pub(crate) fn flow_strategy(
         }
         for relation in found {
             let s = if relation.kind.is_view() {
-                view_column_strategy(caller, relation, &source.column, snapshot, views, depth)
+                view_column_strategy(caller, relation, &source.column, snapshot, user, views, depth)
             } else {
                 caller.column(relation, &source.column)
             };
@@ -250,7 +292,7 @@ pub(crate) fn flow_strategy(
         for relation in found {
             for column in &relation.columns {
                 let s = if relation.kind.is_view() {
-                    view_column_strategy(caller, relation, &column.name, snapshot, views, depth)
+                    view_column_strategy(caller, relation, &column.name, snapshot, user, views, depth)
                 } else {
                     caller.column(relation, &column.name)
                 };

@@ -74,7 +74,7 @@ impl PolicyStore {
 pub struct GuardConnection {
     pub catalog: Arc<Catalog>,
     /// The upstream user the sidecar logs in as (`$user` in search paths).
-    pub user: String,
+    pub user: Arc<str>,
 }
 
 /// What every session's guard shares.

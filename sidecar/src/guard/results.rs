@@ -9,14 +9,14 @@
 //! masked with the strongest strategy among them; a column whose sources cannot be traced gets the
 //! strongest of the caller's masks (fail closed).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
-use sqlparser::ast::{CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget};
+use sqlparser::ast::{CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopyTarget};
 
-use super::context::{CatalogSchema, StatementContext, ViewCache, statement_outputs};
+use super::context::{CatalogErrorSlot, CatalogSchema, StatementContext, ViewCache, reload, take_error};
 use crate::{
-    catalog::{CatalogError, CatalogSnapshot},
+    catalog::CatalogSnapshot,
     mask::{
         ColumnAction, ColumnFormat, ColumnPlan, CopyFormat, CopyMasker, MaskKey, RowPlan, Strategy,
         is_binary_copy, rewrite_data_row,
@@ -71,7 +71,7 @@ pub(super) struct GuardResults {
     bytes: u64,
     /// The catalog version past which this session already reloaded for an unknown table.
     reloaded_past: u64,
-    catalog_error: Arc<Mutex<Option<CatalogError>>>,
+    catalog_error: CatalogErrorSlot,
     views: ViewCache,
     /// The caller's masks apply to messages: errors, notices and notifications are scrubbed.
     scrub: bool,
@@ -116,63 +116,18 @@ impl GuardResults {
         if !unknown || snapshot.version() <= self.reloaded_past {
             return Ok(snapshot);
         }
-        if let Some(e) = self
-            .catalog_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
+        if let Some(e) = take_error(&self.catalog_error) {
             return Err(Rows::Abort {
                 code: "58000".into(),
                 message: e.client_message(ctx.catalog.connection()),
             });
         }
         self.reloaded_past = snapshot.version();
-        let catalog = ctx.catalog.clone();
-        let slot = self.catalog_error.clone();
-        let newer_than = snapshot.version();
-        Err(Rows::Wait(Box::pin(async move {
-            if let Err(e) = catalog.refresh(newer_than).await {
-                *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-            }
-        })))
-    }
-
-    /// The flows of the derived columns of a result with `count` columns: the statement's lineage,
-    /// when one of its row-returning statements has that many outputs (merged when several do).
-    fn derived_flows(
-        &self,
-        ctx: &StatementContext,
-        snapshot: &CatalogSnapshot,
-        count: usize,
-    ) -> Option<Vec<Flow>> {
-        let schema = CatalogSchema {
-            snapshot,
-            paths: &ctx.paths,
-            user: &ctx.user,
-        };
-        let mut merged: Option<Vec<Flow>> = None;
-        for text in &ctx.texts {
-            for outputs in statement_outputs(text, &schema) {
-                let Some(outputs) = outputs else {
-                    // A statement whose rows cannot be traced: this result may be its.
-                    return None;
-                };
-                if outputs.len() != count {
-                    continue;
-                }
-                merged = Some(match merged {
-                    None => outputs,
-                    Some(mut m) => {
-                        for (a, b) in m.iter_mut().zip(outputs) {
-                            a.extend(b);
-                        }
-                        m
-                    }
-                });
-            }
-        }
-        merged
+        Err(Rows::Wait(reload(
+            ctx.catalog.clone(),
+            snapshot.version(),
+            self.catalog_error.clone(),
+        )))
     }
 
     fn action(&self, ctx: &StatementContext, strategy: Option<Strategy>, text_like: bool) -> ColumnAction {
@@ -184,6 +139,28 @@ impl GuardResults {
             (Some(s), _) => ColumnAction::Mask(s),
         }
     }
+}
+
+/// The flows of the derived columns of a result with `count` columns: the statement's lineage, when one
+/// of its row-returning statements has that many outputs (merged when several do); `None` when a
+/// statement's rows cannot be traced (this result may be its).
+fn derived_flows(ctx: &StatementContext, count: usize) -> Option<Vec<Flow>> {
+    let mut merged: Option<Vec<Flow>> = None;
+    for outputs in ctx.outputs.iter() {
+        let outputs = outputs.as_ref()?;
+        if outputs.len() != count {
+            continue;
+        }
+        match merged.as_mut() {
+            None => merged = Some(outputs.clone()),
+            Some(m) => {
+                for (a, b) in m.iter_mut().zip(outputs) {
+                    a.extend(b.clone());
+                }
+            }
+        }
+    }
+    merged
 }
 
 /// Types whose values are text (detectors scan them).
@@ -211,7 +188,7 @@ impl ResultHook for GuardResults {
             Err(rows) => return rows,
         };
         let derived = if fields.iter().any(|f| f.table_oid == 0) {
-            self.derived_flows(ctx, &snapshot, fields.len())
+            derived_flows(ctx, fields.len())
         } else {
             None
         };
@@ -415,7 +392,6 @@ impl GuardResults {
 /// The format of a `COPY ... TO STDOUT` from its options; `None` for binary or what cannot be read.
 fn copy_format(statement: &sqlparser::ast::Statement) -> Option<(CopyFormat, bool)> {
     let sqlparser::ast::Statement::Copy {
-        source,
         to,
         target,
         options,
@@ -428,7 +404,6 @@ fn copy_format(statement: &sqlparser::ast::Statement) -> Option<(CopyFormat, boo
     if !*to || !matches!(target, CopyTarget::Stdout) {
         return None;
     }
-    let _ = source as &CopySource;
     let mut csv = false;
     let mut delimiter = None;
     let mut null = None;
@@ -489,9 +464,6 @@ fn copy_format(statement: &sqlparser::ast::Statement) -> Option<(CopyFormat, boo
             null: null.unwrap_or_default().into_bytes().into(),
         }
     } else {
-        if header {
-            // HEADER exists only for CSV before PostgreSQL 15, and for text it is a header line too.
-        }
         CopyFormat::Text {
             delimiter: match delimiter {
                 Some(d) => byte(d)?,

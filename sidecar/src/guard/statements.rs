@@ -2,7 +2,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
 
@@ -11,18 +11,23 @@ use tracing::{debug, info, warn};
 
 use super::{
     GuardConnection, GuardShared,
-    context::{CallerState, CatalogSchema, StatementContext, flow_strategy},
+    context::{
+        CallerState, CatalogErrorSlot, CatalogSchema, StatementContext, flow_strategy, reload, take_error,
+    },
     paths::{SearchPaths, candidates, parse_search_path},
 };
 use crate::{
-    catalog::{CatalogError, CatalogSnapshot},
+    catalog::CatalogSnapshot,
     identity::CallerIdentity,
     policy::{Decision, Verdict as PolicyVerdict},
     proxy::{
         hook::{SessionInfo, Statement, StatementHook, Verdict},
         messages::error::sqlstate,
     },
-    sql::{Analysis, Effects, RelationName, SessionChange, lineage},
+    sql::{
+        Analysis, Effects, RelationName, SessionChange,
+        lineage::{self, Flow},
+    },
 };
 
 /// Decisions kept per session.
@@ -50,8 +55,20 @@ struct Cached {
     paths: u64,
     analysis: Arc<Analysis>,
     outcome: Outcome,
-    /// Whether the statement's results must be seen (filled in when it first runs).
-    results: Option<bool>,
+    /// What the result half needs of it (settled when it first runs).
+    results: Option<Results>,
+}
+
+/// What the result half needs of a statement's rows.
+#[derive(Clone)]
+enum Results {
+    /// Nothing: they stream through untouched.
+    Pass,
+    /// The texts whose rows come back and their output lineage (one entry per statement).
+    Inspect {
+        texts: Arc<[Arc<str>]>,
+        outputs: Arc<[Option<Vec<Flow>>]>,
+    },
 }
 
 #[derive(Clone)]
@@ -78,7 +95,7 @@ pub(super) struct GuardStatements {
     cursors: HashMap<String, Named>,
     decisions: HashMap<Arc<str>, Cached>,
     /// A load of the catalog this session waited for failed.
-    catalog_error: Arc<Mutex<Option<CatalogError>>>,
+    catalog_error: CatalogErrorSlot,
     /// The catalog must be newer than this version (after DDL this session ran).
     stale_before: u64,
     last_missing_reload: Option<Instant>,
@@ -143,12 +160,11 @@ impl GuardStatements {
         let Some(conn) = self.conn.clone() else {
             return deny(CANNOT_JUDGE, "dbward: this connection has no catalog".into());
         };
-        let slot = self.catalog_error.clone();
-        Verdict::Wait(Box::pin(async move {
-            if let Err(e) = conn.catalog.refresh(newer_than).await {
-                *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-            }
-        }))
+        Verdict::Wait(reload(
+            conn.catalog.clone(),
+            newer_than,
+            self.catalog_error.clone(),
+        ))
     }
 
     /// The catalog to judge with, or what to do instead.
@@ -159,12 +175,7 @@ impl GuardStatements {
                 "dbward: this connection has no catalog".into(),
             ));
         };
-        if let Some(e) = self
-            .catalog_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
+        if let Some(e) = take_error(&self.catalog_error) {
             return Err(deny(CANNOT_JUDGE, e.client_message(&self.connection)));
         }
         match conn.catalog.current() {
@@ -196,7 +207,7 @@ impl GuardStatements {
             && c.catalog == snapshot.version()
             && c.paths == self.paths.version()
         {
-            let (analysis, outcome, results) = (c.analysis.clone(), c.outcome.clone(), c.results);
+            let (analysis, outcome, results) = (c.analysis.clone(), c.outcome.clone(), c.results.clone());
             return self.finish(sql, &analysis, outcome, results, &caller, snapshot, apply);
         }
         let analysis = self.shared.analyses.analyze(sql);
@@ -255,9 +266,11 @@ impl GuardStatements {
         caller: &CallerState,
         snapshot: &CatalogSnapshot,
     ) -> (Outcome, bool) {
-        let user = self.conn.as_ref().map(|c| c.user.as_str()).unwrap_or("");
+        let user = self.user();
         let mut missing = false;
-        for effects in &analysis.statements {
+        // Parsed once for the lineage of what the text writes, when that matters.
+        let mut parsed: Option<Vec<Option<sqlparser::ast::Statement>>> = None;
+        for (i, effects) in analysis.statements.iter().enumerate() {
             let effects = self.substitute(effects);
             let (resolved, miss) = resolve(&effects, snapshot, &self.paths, user);
             missing |= miss;
@@ -293,9 +306,17 @@ impl GuardStatements {
                     );
                 }
             }
-            if caller.policy.masks_anything()
-                && let Some(message) = self.copies_masked_data(sql, &effects, caller, snapshot)
-            {
+            if caller.policy.masks_anything() && writes_data(&effects) {
+                let statements =
+                    parsed.get_or_insert_with(|| crate::sql::parse_statements(sql).unwrap_or_default());
+                let Some(message) = self.copies_masked_data(
+                    statements.get(i).and_then(Option::as_ref),
+                    &effects,
+                    caller,
+                    snapshot,
+                ) else {
+                    continue;
+                };
                 return (
                     Outcome::Deny {
                         code: sqlstate::INSUFFICIENT_PRIVILEGE,
@@ -308,51 +329,36 @@ impl GuardStatements {
         (Outcome::Allow, missing)
     }
 
-    /// A statement that writes: refused when a masked column would flow into what it writes (a table,
-    /// a setting), since the copy could then be read back unmasked.
+    /// A statement that writes (`ast`, when it parses): refused when a masked column would flow into
+    /// what it writes (a table, a setting), since the copy could then be read back unmasked.
     fn copies_masked_data(
         &self,
-        sql: &str,
+        ast: Option<&sqlparser::ast::Statement>,
         effects: &Effects,
         caller: &CallerState,
         snapshot: &CatalogSnapshot,
     ) -> Option<String> {
-        let writes_data = effects.operations.iter().any(|op| {
-            matches!(
-                op,
-                Operation::Insert | Operation::Update | Operation::Merge | Operation::Ddl | Operation::Set
-            )
-        });
-        if !writes_data {
-            return None;
+        let refused = "dbward: this statement would copy masked data into a table or setting, where it could be read back unmasked";
+        if calls_set_config(effects) && !effects.reads.is_empty() {
+            return Some(refused.into());
         }
-        let user = self.conn.as_ref().map(|c| c.user.as_str()).unwrap_or("");
+        let user = self.user();
         let schema = CatalogSchema {
             snapshot,
             paths: &self.paths,
             user,
         };
-        let refused = "dbward: this statement would copy masked data into a table or setting, where it could be read back unmasked";
-        if effects
-            .functions
-            .iter()
-            .any(|f| f == "set_config" || f.ends_with(".set_config"))
-            && !effects.reads.is_empty()
-        {
-            return Some(refused.into());
+        let flow = lineage::write_flow(ast?, &schema);
+        if flow.is_empty() {
+            return None;
         }
-        let statements = crate::sql::parse_statements(sql)?;
         let mut views = super::context::ViewCache::default();
-        for statement in statements.iter().flatten() {
-            let flow = lineage::write_flow(statement, &schema);
-            if flow.is_empty() {
-                continue;
-            }
-            if flow_strategy(caller, &flow, snapshot, &self.paths, user, &mut views, 0).is_some() {
-                return Some(refused.into());
-            }
-        }
-        None
+        flow_strategy(caller, &flow, snapshot, &self.paths, user, &mut views, 0).map(|_| refused.into())
+    }
+
+    /// The upstream user (`$user` in search paths).
+    fn user(&self) -> &str {
+        self.conn.as_ref().map(|c| &*c.user).unwrap_or("")
     }
 
     /// What `EXECUTE` and `FETCH` run, and reads inside writes judged as reads.
@@ -403,7 +409,7 @@ impl GuardStatements {
         sql: &str,
         analysis: &Arc<Analysis>,
         outcome: Outcome,
-        results: Option<bool>,
+        results: Option<Results>,
         caller: &Arc<CallerState>,
         snapshot: Arc<CatalogSnapshot>,
         apply: bool,
@@ -414,29 +420,21 @@ impl GuardStatements {
         if !apply {
             return Verdict::Allow;
         }
-        let texts = if caller.inspects {
-            self.row_texts(sql, analysis)
-        } else {
-            Vec::new()
-        };
-        let results = caller.inspects
-            && match results {
-                Some(r) => r,
-                None => {
-                    let r = self.may_return_masked(&texts, caller, &snapshot);
-                    if let Some(c) = self.decisions.get_mut(sql) {
-                        c.results = Some(r);
-                    }
-                    r
+        let results = match results {
+            _ if !caller.inspects => Results::Pass,
+            Some(r) => r,
+            None => {
+                let r = self.results(sql, analysis, caller, &snapshot);
+                if let Some(c) = self.decisions.get_mut(sql) {
+                    c.results = Some(r.clone());
                 }
-            };
+                r
+            }
+        };
         for effects in &analysis.statements {
             self.apply(effects, sql, snapshot.version());
         }
-        if !results {
-            return Verdict::Allow;
-        }
-        let Some(conn) = self.conn.as_ref() else {
+        let (Results::Inspect { texts, outputs }, Some(conn)) = (results, self.conn.as_ref()) else {
             return Verdict::Allow;
         };
         Verdict::AllowWith(Arc::new(StatementContext {
@@ -444,54 +442,60 @@ impl GuardStatements {
             catalog: conn.catalog.clone(),
             snapshot,
             paths: self.paths.clone(),
-            user: Arc::from(conn.user.as_str()),
+            user: conn.user.clone(),
             texts,
+            outputs,
         }))
     }
 
-    /// Whether the rows of `texts` may carry a masked value or need counting, judged from their lineage
-    /// before they run. When it says no, results stream through untouched. It says yes whenever it
-    /// cannot tell, and for `*` (the result half then checks each column against the catalog, which
-    /// may know columns added since this snapshot).
-    fn may_return_masked(
+    /// Whether the statement's rows may carry a masked value or need counting, judged from their
+    /// lineage before they run, and that lineage for the result half. When no, results stream through
+    /// untouched. It says yes whenever it cannot tell, and for `*` (the result half then checks each
+    /// column against the catalog, which may know columns added since this snapshot).
+    fn results(
         &self,
-        texts: &[Arc<str>],
+        sql: &str,
+        analysis: &Analysis,
         caller: &CallerState,
         snapshot: &CatalogSnapshot,
-    ) -> bool {
-        if caller.limits.max_rows.is_some()
-            || caller.limits.max_bytes.is_some()
-            || !caller.detectors.is_empty()
-        {
-            return true;
-        }
-        if !caller.policy.masks_anything() {
-            return false;
-        }
-        let user = self.conn.as_ref().map(|c| c.user.as_str()).unwrap_or("");
-        let schema = CatalogSchema {
-            snapshot,
-            paths: &self.paths,
-            user,
+    ) -> Results {
+        let texts = self.row_texts(sql, analysis);
+        let user = self.user();
+        let outputs: Vec<Option<Vec<Flow>>> = if caller.policy.masks_anything() {
+            let schema = CatalogSchema {
+                snapshot,
+                paths: &self.paths,
+                user,
+            };
+            texts
+                .iter()
+                .flat_map(|t| super::context::statement_outputs(t, &schema))
+                .collect()
+        } else {
+            Vec::new()
         };
-        let mut views = super::context::ViewCache::default();
-        for text in texts {
-            if text.contains('*') {
-                return true;
+        let counted = caller.limits.max_rows.is_some() || caller.limits.max_bytes.is_some();
+        let needed = counted
+            || !caller.detectors.is_empty()
+            || (caller.policy.masks_anything() && {
+                let mut views = super::context::ViewCache::default();
+                texts.iter().any(|t| t.contains('*'))
+                    || outputs.iter().any(|o| {
+                        o.as_ref().is_none_or(|flows| {
+                            flows.iter().any(|f| {
+                                flow_strategy(caller, f, snapshot, &self.paths, user, &mut views, 0).is_some()
+                            })
+                        })
+                    })
+            });
+        if needed {
+            Results::Inspect {
+                texts: texts.into(),
+                outputs: outputs.into(),
             }
-            for outputs in super::context::statement_outputs(text, &schema) {
-                let Some(flows) = outputs else {
-                    return true;
-                };
-                if flows
-                    .iter()
-                    .any(|f| flow_strategy(caller, f, snapshot, &self.paths, user, &mut views, 0).is_some())
-                {
-                    return true;
-                }
-            }
+        } else {
+            Results::Pass
         }
-        false
     }
 
     /// The texts whose rows the statement returns: its own, or for EXECUTE and FETCH what they run.
@@ -524,11 +528,7 @@ impl GuardStatements {
             // The next statement is judged with a catalog read after this one ran.
             self.stale_before = catalog_version;
         }
-        if effects
-            .functions
-            .iter()
-            .any(|f| f == "set_config" || f.ends_with(".set_config"))
-        {
+        if calls_set_config(effects) {
             self.paths.add(None);
         }
         for change in &effects.session {
@@ -618,6 +618,24 @@ fn deny(code: &str, message: String) -> Verdict {
         code: code.to_owned(),
         message,
     }
+}
+
+/// Whether the statement writes data somewhere it could be read back from.
+fn writes_data(effects: &Effects) -> bool {
+    effects.operations.iter().any(|op| {
+        matches!(
+            op,
+            Operation::Insert | Operation::Update | Operation::Merge | Operation::Ddl | Operation::Set
+        )
+    })
+}
+
+/// Whether the statement calls `set_config` (which can change any setting, the search path included).
+fn calls_set_config(effects: &Effects) -> bool {
+    effects
+        .functions
+        .iter()
+        .any(|f| f == "set_config" || f.ends_with(".set_config"))
 }
 
 fn merge(into: &mut Effects, from: &Effects) {

@@ -184,7 +184,6 @@ where
         drain_until: None,
         rows: RowState::Unknown,
         description: None,
-        context: None,
         copying: false,
         aborted: false,
         row_buf: BytesMut::new(),

@@ -37,8 +37,6 @@ pub(super) struct ServerToClient {
     /// The description of the coming Execute's rows (a portal's RowDescription body; empty after
     /// NoData), not yet shown to the hook.
     pub(super) description: Option<BytesMut>,
-    /// The context of the statement whose results are arriving.
-    pub(super) context: Option<Context>,
     /// The current COPY TO STDOUT's data goes to the hook.
     pub(super) copying: bool,
     /// The hook ended the current statement: drop everything up to the next ReadyForQuery.
@@ -105,7 +103,6 @@ impl ServerToClient {
     fn end_result(&mut self) {
         self.rows = RowState::Unknown;
         self.copying = false;
-        self.context = None;
         if let Some(h) = self.hook.as_mut() {
             h.result_end();
         }
@@ -192,7 +189,6 @@ impl ServerToClient {
                     return Action::Forward;
                 };
                 let rows = h.row_description(body, context.as_ref());
-                self.context = context;
                 self.described(rows, false, scratch).unwrap_or(Action::Forward)
             }
         }
@@ -233,7 +229,6 @@ impl ServerToClient {
                     message: "dbward: a result arrived without a description; it cannot be checked".into(),
                 },
             };
-            self.context = context;
             if let Some(a) = self.described(rows, false, scratch) {
                 return a;
             }
@@ -262,7 +257,6 @@ impl ServerToClient {
             return Action::Forward;
         };
         let rows = h.copy_out(body, context.as_ref());
-        self.context = context;
         self.described(rows, true, scratch).unwrap_or(Action::Forward)
     }
 
