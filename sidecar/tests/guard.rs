@@ -439,6 +439,120 @@ async fn startup_settings_that_bypass_policy_are_refused() {
         .unwrap();
 }
 
+#[tokio::test]
+async fn settings_that_change_how_statements_read_are_held_at_safe_values() {
+    let g = guarded().await;
+    let e = connect(&format!(
+        "{} options='-c standard_conforming_strings=off'",
+        g.proxy.app()
+    ))
+    .await
+    .expect_err("refused");
+    assert_eq!(code(&e).as_deref(), Some("42501"), "{e}");
+    let c = connect(&g.proxy.app()).await.unwrap();
+    for sql in [
+        "set standard_conforming_strings = off",
+        "select set_config('standard_conforming_strings', 'off', false)",
+        "set client_encoding = 'SJIS'",
+    ] {
+        let e = c.simple_query(sql).await.unwrap_err();
+        assert_eq!(code(&e).as_deref(), Some("42501"), "{sql}: {e}");
+    }
+    c.batch_execute("set standard_conforming_strings = on; set client_encoding = 'UTF8'")
+        .await
+        .unwrap();
+    // With conforming strings, a backslash is an ordinary character to the server and to the sidecar.
+    assert_eq!(simple_values(&c, r"select 'a\'").await, vec![r"a\"]);
+}
+
+#[tokio::test]
+async fn statement_timeout_is_the_policys_limit() {
+    // No masking here: SHOW's output cannot be traced to a column, so a masking caller sees it masked.
+    let unmasked = &POLICY[..POLICY.find("  masking:").unwrap()];
+    let policy = format!("{unmasked}  limits: {{statementTimeout: 1s}}\n");
+    let g = guarded_as(&policy, "demo/agent").await;
+    // Even a client asking for no timeout at startup gets the limit.
+    let c = connect(&format!("{} options='-c statement_timeout=0'", g.proxy.app()))
+        .await
+        .unwrap();
+    assert_eq!(simple_values(&c, "show statement_timeout").await, vec!["1s"]);
+    let e = c.simple_query("select pg_sleep(3)").await.unwrap_err();
+    assert_eq!(code(&e).as_deref(), Some("57014"), "{e}");
+    // Lowering is allowed; raising or removing it is not, whatever the spelling.
+    c.batch_execute("set statement_timeout = '500ms'").await.unwrap();
+    assert_eq!(simple_values(&c, "show statement_timeout").await, vec!["500ms"]);
+    for sql in [
+        "set statement_timeout = 0",
+        "set statement_timeout to '2s'",
+        "set local statement_timeout = 5000",
+        "select set_config('statement_timeout', '1h', false)",
+    ] {
+        let e = c.simple_query(sql).await.unwrap_err();
+        assert_eq!(code(&e).as_deref(), Some("42501"), "{sql}: {e}");
+        assert!(
+            e.as_db_error().unwrap().message().contains("statement_timeout"),
+            "{sql}: {e}"
+        );
+    }
+    // A value the sidecar cannot read is an unknown statement.
+    let sql = "select set_config('statement_timeout', current_setting('work_mem'), false)";
+    let e = c.simple_query(sql).await.unwrap_err();
+    assert_eq!(code(&e).as_deref(), Some("42501"), "{sql}: {e}");
+    // RESET and DISCARD ALL return to the session's starting value: the limit.
+    c.batch_execute("reset statement_timeout").await.unwrap();
+    assert_eq!(simple_values(&c, "show statement_timeout").await, vec!["1s"]);
+    c.batch_execute("set statement_timeout = 200").await.unwrap();
+    c.batch_execute("discard all").await.unwrap();
+    assert_eq!(simple_values(&c, "show statement_timeout").await, vec!["1s"]);
+    // The extended protocol is held to it too.
+    let e = c.query("select pg_sleep(3)", &[]).await.unwrap_err();
+    assert_eq!(code(&e).as_deref(), Some("57014"), "{e}");
+
+    // A policy that shortens the limit mid-session: the session cannot go on under the longer one.
+    let shorter = format!("{unmasked}  limits: {{statementTimeout: 200ms}}\n");
+    let cfg = config::parse_str(&config_yaml(&shorter)).unwrap();
+    g.store.replace(config::runtime::policies(&cfg).unwrap());
+    let e = c.simple_query("select 1").await.unwrap_err();
+    assert_eq!(code(&e).as_deref(), Some("55000"), "{e}");
+    assert!(e.as_db_error().unwrap().message().contains("reconnect"), "{e}");
+    let fresh = connect(&g.proxy.app()).await.unwrap();
+    assert_eq!(
+        simple_values(&fresh, "show statement_timeout").await,
+        vec!["200ms"]
+    );
+}
+
+/// Statements that differ only in literals share one judgment (no parse per value); the judgment
+/// still masks, refuses and resolves for each of them as for the first.
+#[tokio::test]
+async fn statements_differing_in_literals_are_judged_alike() {
+    let g = guarded().await;
+    let c = connect(&g.proxy.app()).await.unwrap();
+    let d = direct().await;
+    let secrets = secrets().await;
+    for id in 1..=5 {
+        let sql = format!("select id, email, full_name from customers where id = {id}");
+        let values = simple_values(&c, &sql).await;
+        assert_no_secret(&sql, &values, &secrets);
+        let clear = d.simple_query(&sql).await.unwrap();
+        let Some(SimpleQueryMessage::Row(r)) = clear.iter().find(|m| matches!(m, SimpleQueryMessage::Row(_)))
+        else {
+            panic!("customer {id} is missing")
+        };
+        assert_eq!(values[0], r.get(0).unwrap());
+        assert_eq!(values[2], r.get(2).unwrap());
+        assert_ne!(values[1], r.get(1).unwrap());
+        let sql = format!("select id, 'note {id}' as n from customers where id = {id}");
+        assert_eq!(
+            simple_values(&c, &sql).await,
+            vec![id.to_string(), format!("note {id}")]
+        );
+        let sql = format!("delete from customers where id = {id}");
+        let e = c.simple_query(&sql).await.unwrap_err();
+        assert_eq!(code(&e).as_deref(), Some("42501"), "{sql}");
+    }
+}
+
 /// The server's answers, pipelined: each Execute's rows are masked whether or not the client described
 /// the portal, the relay's own Describe never reaches the client, and an error midway ends its batch
 /// as the server would.

@@ -14,6 +14,7 @@
 //! session is judged by the new set.
 
 mod context;
+mod decisions;
 pub mod paths;
 mod results;
 mod startup;
@@ -27,10 +28,11 @@ use std::{
     },
 };
 
-pub use self::startup::{StartupParamError, check_startup_params};
+pub use self::startup::{StartupParamError, check_startup_params, timeout_ms, upstream_params};
 
 use crate::{
     catalog::Catalog,
+    identity::CallerIdentity,
     mask::MaskKey,
     policy::PolicySet,
     proxy::hook::{Hooks, SessionHooks, SessionInfo},
@@ -120,5 +122,19 @@ impl SessionHooks for Guard {
             results: Some(Box::new(results::GuardResults::new(self.shared.key.clone()))),
             describe_portals: false,
         }
+    }
+
+    fn upstream_params(
+        &self,
+        connection: &str,
+        identity: &CallerIdentity,
+        params: &[(&str, &str)],
+    ) -> Result<Vec<(String, String)>, String> {
+        let (_, set) = self.shared.policies.current();
+        let limit = set
+            .for_caller(connection, identity, std::time::SystemTime::now())
+            .limits()
+            .statement_timeout;
+        upstream_params(params, limit).map_err(|e| format!("dbward: {e}"))
     }
 }

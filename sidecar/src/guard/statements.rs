@@ -14,6 +14,7 @@ use super::{
     context::{
         CallerState, CatalogErrorSlot, CatalogSchema, StatementContext, flow_strategy, reload, take_error,
     },
+    decisions::{DecisionCache, Outcome, Results, Versions},
     paths::{SearchPaths, candidates, parse_search_path},
 };
 use crate::{
@@ -30,8 +31,6 @@ use crate::{
     },
 };
 
-/// Decisions kept per session.
-const DECISION_CACHE: usize = 1024;
 /// Prepared statements and cursors tracked per session (the server's own limits are higher, but a
 /// session that needs more than this is refused rather than judged wrongly).
 const MAX_NAMED: usize = 65_536;
@@ -46,35 +45,6 @@ struct Named {
     effects: Arc<Effects>,
     /// The text of the PREPARE or DECLARE (its rows' lineage).
     text: Arc<str>,
-}
-
-/// A cached judgment of one statement text.
-struct Cached {
-    policy: u64,
-    catalog: u64,
-    paths: u64,
-    analysis: Arc<Analysis>,
-    outcome: Outcome,
-    /// What the result half needs of it (settled when it first runs).
-    results: Option<Results>,
-}
-
-/// What the result half needs of a statement's rows.
-#[derive(Clone)]
-enum Results {
-    /// Nothing: they stream through untouched.
-    Pass,
-    /// The texts whose rows come back and their output lineage (one entry per statement).
-    Inspect {
-        texts: Arc<[Arc<str>]>,
-        outputs: Arc<[Option<Vec<Flow>>]>,
-    },
-}
-
-#[derive(Clone)]
-enum Outcome {
-    Allow,
-    Deny { code: &'static str, message: Arc<str> },
 }
 
 pub(super) struct GuardStatements {
@@ -93,7 +63,9 @@ pub(super) struct GuardStatements {
     paths: SearchPaths,
     prepared: HashMap<String, Named>,
     cursors: HashMap<String, Named>,
-    decisions: HashMap<Arc<str>, Cached>,
+    decisions: DecisionCache,
+    /// The session's statement_timeout when it opened, in ms (0 or `None`: none).
+    opened_timeout: Option<u64>,
     /// A load of the catalog this session waited for failed.
     catalog_error: CatalogErrorSlot,
     /// The catalog must be newer than this version (after DDL this session ran).
@@ -121,7 +93,13 @@ impl GuardStatements {
             paths: SearchPaths::new(initial),
             prepared: HashMap::new(),
             cursors: HashMap::new(),
-            decisions: HashMap::new(),
+            decisions: DecisionCache::default(),
+            opened_timeout: info
+                .settings
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("statement_timeout"))
+                .and_then(|(_, v)| super::timeout_ms(v))
+                .filter(|&ms| ms > 0),
             catalog_error: Arc::default(),
             stale_before: 0,
             last_missing_reload: None,
@@ -202,47 +180,50 @@ impl GuardStatements {
             Ok(s) => s,
             Err(v) => return v,
         };
-        if let Some(c) = self.decisions.get(sql)
-            && c.policy == self.policy_version
-            && c.catalog == snapshot.version()
-            && c.paths == self.paths.version()
-        {
-            let (analysis, outcome, results) = (c.analysis.clone(), c.outcome.clone(), c.results.clone());
-            return self.finish(sql, &analysis, outcome, results, &caller, snapshot, apply);
+        if let Some(refusal) = self.timeout_lowered(&caller) {
+            return refusal;
+        }
+        let versions = Versions {
+            policy: self.policy_version,
+            catalog: snapshot.version(),
+            paths: self.paths.version(),
+        };
+        if let Some(hit) = self.decisions.get(sql, versions) {
+            return self.finish(
+                sql,
+                &hit.analysis,
+                hit.outcome,
+                hit.results,
+                &caller,
+                snapshot,
+                apply,
+            );
         }
         let analysis = self.shared.analyses.analyze(sql);
         let (outcome, missing) = self.decide(sql, &analysis, &caller, &snapshot);
         if missing && self.may_reload_for_missing() {
             return self.wait_for_catalog(snapshot.version());
         }
-        let volatile = analysis.statements.iter().any(|e| {
-            e.session.iter().any(|c| {
-                matches!(
-                    c,
-                    SessionChange::Execute { .. }
-                        | SessionChange::Fetch { .. }
-                        | SessionChange::Prepare { .. }
-                        | SessionChange::DeclareCursor { .. }
-                )
-            })
-        });
-        if !volatile && sql.len() <= crate::sql::MAX_CACHED_TEXT {
-            if self.decisions.len() >= DECISION_CACHE {
-                self.decisions.clear();
-            }
-            self.decisions.insert(
-                Arc::from(sql),
-                Cached {
-                    policy: self.policy_version,
-                    catalog: snapshot.version(),
-                    paths: self.paths.version(),
-                    analysis: analysis.clone(),
-                    outcome: outcome.clone(),
-                    results: None,
-                },
-            );
-        }
+        self.decisions.insert(sql, versions, &analysis, &outcome);
         self.finish(sql, &analysis, outcome, None, &caller, snapshot, apply)
+    }
+
+    /// A refusal when the caller's statementTimeout is now shorter than the one the session was
+    /// opened with: the server would let a statement run longer than the policy allows, and the
+    /// sidecar cannot change the session's default safely mid-session.
+    fn timeout_lowered(&self, caller: &CallerState) -> Option<Verdict> {
+        let limit = caller.limits.statement_timeout?;
+        let limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+        if self.opened_timeout.is_some_and(|t| t <= limit_ms) {
+            return None;
+        }
+        Some(deny(
+            sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!(
+                "dbward: the policy's statementTimeout is now {}, shorter than this session was opened with; reconnect to continue",
+                dbward_crds::format_duration(limit)
+            ),
+        ))
     }
 
     fn may_reload_for_missing(&mut self) -> bool {
@@ -305,6 +286,15 @@ impl GuardStatements {
                         missing,
                     );
                 }
+            }
+            if let Some(message) = timeout_exceeds_limit(&effects, caller) {
+                return (
+                    Outcome::Deny {
+                        code: sqlstate::INSUFFICIENT_PRIVILEGE,
+                        message: message.into(),
+                    },
+                    missing,
+                );
             }
             if caller.policy.masks_anything() && writes_data(&effects) {
                 let statements =
@@ -425,9 +415,7 @@ impl GuardStatements {
             Some(r) => r,
             None => {
                 let r = self.results(sql, analysis, caller, &snapshot);
-                if let Some(c) = self.decisions.get_mut(sql) {
-                    c.results = Some(r.clone());
-                }
+                self.decisions.settle(sql, &r);
                 r
             }
         };
@@ -569,7 +557,8 @@ impl GuardStatements {
                 SessionChange::Execute { .. }
                 | SessionChange::Fetch { .. }
                 | SessionChange::Listen(_)
-                | SessionChange::Notify(_) => {}
+                | SessionChange::Notify(_)
+                | SessionChange::StatementTimeout(_) => {}
             }
         }
     }
@@ -618,6 +607,24 @@ fn deny(code: &str, message: String) -> Verdict {
         code: code.to_owned(),
         message,
     }
+}
+
+/// Why a `SET statement_timeout` in the statement is refused: a caller with a statementTimeout limit
+/// may lower the timeout, not raise or remove it (`DEFAULT`/`RESET` return to the value the session
+/// was opened with, which is within the limit).
+fn timeout_exceeds_limit(effects: &Effects, caller: &CallerState) -> Option<String> {
+    let limit = caller.limits.statement_timeout?;
+    let limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+    effects.session.iter().find_map(|c| match c {
+        SessionChange::StatementTimeout(Some(value)) => match super::timeout_ms(value) {
+            Some(ms) if ms > 0 && ms <= limit_ms => None,
+            _ => Some(format!(
+                "dbward: statement_timeout may not be set to {value:?}: the policy limits statements to {}",
+                dbward_crds::format_duration(limit)
+            )),
+        },
+        _ => None,
+    })
 }
 
 /// Whether the statement writes data somewhere it could be read back from.

@@ -32,6 +32,9 @@ pub struct SessionInfo {
     /// The session's `search_path` as the server reported it when the session started (`SHOW`
     /// output), when the sidecar asked.
     pub search_path: Option<String>,
+    /// The startup parameters the upstream session was opened with (after
+    /// [`SessionHooks::upstream_params`]).
+    pub settings: Vec<(String, String)>,
 }
 
 /// A statement on its way to the server.
@@ -172,4 +175,19 @@ pub struct Hooks {
 /// Makes the hooks of each new session.
 pub trait SessionHooks: Send + Sync + 'static {
     fn open(&self, session: &SessionInfo) -> Hooks;
+
+    /// The startup parameters to open `identity`'s upstream session on `connection` with, from the
+    /// client's (user, database, replication and protocol options already removed); `Err` refuses the
+    /// session with that message (SQLSTATE 42501).
+    fn upstream_params(
+        &self,
+        _connection: &str,
+        _identity: &CallerIdentity,
+        params: &[(&str, &str)],
+    ) -> Result<Vec<(String, String)>, String> {
+        Ok(params
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect())
+    }
 }

@@ -129,6 +129,7 @@ pub async fn serve(
         mut upstream,
         client_user,
         application_name,
+        settings,
     } = startup;
     // The policy engine resolves names through the session's search_path: learn where it starts.
     let search_path = if shared.hooks.is_some() {
@@ -174,6 +175,7 @@ pub async fn serve(
             client_user,
             application_name,
             search_path,
+            settings,
         }),
         None => Hooks::default(),
     };
@@ -258,6 +260,7 @@ struct Started {
     upstream: upstream::Upstream,
     client_user: String,
     application_name: String,
+    settings: Vec<(String, String)>,
 }
 
 type StartResult = Result<Option<(ClientStream, Started)>, (Option<ClientStream>, Refusal)>;
@@ -417,14 +420,16 @@ async fn login(
         .copied()
         .filter(|(k, _)| passes_through(k))
         .collect();
-    if shared.hooks.is_some()
-        && let Err(e) = crate::guard::check_startup_params(&params)
-    {
-        return Err(Refusal::new(
-            sqlstate::INSUFFICIENT_PRIVILEGE,
-            format!("dbward: {e}"),
-        ));
-    }
+    let settings = match shared.hooks.as_ref() {
+        Some(h) => h
+            .upstream_params(&conn.name, &identity, &params)
+            .map_err(|e| Refusal::new(sqlstate::INSUFFICIENT_PRIVILEGE, e))?,
+        None => params
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    };
+    let params: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let upstream = upstream::connect(&conn.upstream, &params).await.map_err(|e| {
         warn!(connection = %conn.name, error = %e, "upstream session failed");
         let r = Refusal::new(leak_code(e.sqlstate()), format!("dbward: connection \"{}\": {e}", conn.name));
@@ -440,6 +445,7 @@ async fn login(
         upstream,
         client_user: user.to_owned(),
         application_name: startup.get("application_name").unwrap_or_default().to_owned(),
+        settings,
     })
 }
 

@@ -343,10 +343,11 @@ fn set(set: &Set, e: &mut Effects) {
         Set::SetTransaction { .. } => {
             e.operations.insert(Operation::Transaction);
         }
-        Set::SetSessionParam(_)
-        | Set::SetTimeZone { .. }
-        | Set::SetNames { .. }
-        | Set::SetNamesDefault {} => {
+        Set::SetNames { charset_name, .. } => {
+            e.operations.insert(Operation::Set);
+            setting_value("names", Ok(Some(&charset_name.value)), e);
+        }
+        Set::SetSessionParam(_) | Set::SetTimeZone { .. } | Set::SetNamesDefault {} => {
             e.operations.insert(Operation::Set);
         }
     }
@@ -366,10 +367,85 @@ fn assignment(variable: &ObjectName, values: &[Expr], e: &mut Effects) {
         "role" | "session_authorization" => {
             e.operations.insert(Operation::Role);
         }
-        _ => {
+        name => {
             e.operations.insert(Operation::Set);
+            let value = match values {
+                [Expr::Identifier(id)]
+                    if id.quote_style.is_none() && id.value.eq_ignore_ascii_case("default") =>
+                {
+                    None
+                }
+                [Expr::Identifier(id)] => Some(id.value.as_str()),
+                [v] => match names::literal_text(v) {
+                    Some(t) => Some(t),
+                    None => match v {
+                        Expr::Value(v) => match &v.value {
+                            Value::Number(n, _) => Some(n.as_str()),
+                            _ => {
+                                setting_value(name, Err(()), e);
+                                return;
+                            }
+                        },
+                        _ => {
+                            setting_value(name, Err(()), e);
+                            return;
+                        }
+                    },
+                },
+                _ => {
+                    setting_value(name, Err(()), e);
+                    return;
+                }
+            };
+            setting_value(name, Ok(value), e);
         }
     }
+}
+
+/// What setting `name` to `value` (`Ok(None)` = its default, `Err` = a value the analysis cannot
+/// read) means beyond `set`. Settings that change how the sidecar must read later statements are
+/// allowed only at values it reads statements under: `standard_conforming_strings` on (otherwise a
+/// backslash in a string would hide text from the parser) and a client encoding that is UTF-8 or
+/// ASCII-compatible without conversion (the sidecar reads statements as UTF-8). Anything else is
+/// `unknown`. `statement_timeout` is carried for the guard to compare with the policy's limit.
+pub(crate) fn setting_value(name: &str, value: Result<Option<&str>, ()>, e: &mut Effects) {
+    match name {
+        "standard_conforming_strings" if !value.is_ok_and(|v| v.is_none_or(is_on)) => {
+            e.operations.insert(Operation::Unknown);
+        }
+        "client_encoding" | "names" if !value.is_ok_and(|v| v.is_none_or(is_readable_encoding)) => {
+            e.operations.insert(Operation::Unknown);
+        }
+        "statement_timeout" => match value {
+            Ok(v) => e
+                .session
+                .push(SessionChange::StatementTimeout(v.map(str::to_owned))),
+            Err(()) => {
+                e.operations.insert(Operation::Unknown);
+            }
+        },
+        _ => {}
+    }
+}
+
+/// A boolean setting's "on" spellings (PostgreSQL accepts unique prefixes; these are the ones a
+/// client uses).
+fn is_on(v: &str) -> bool {
+    matches!(
+        v.trim().to_ascii_lowercase().as_str(),
+        "on" | "true" | "yes" | "1" | "t" | "y"
+    )
+}
+
+/// Client encodings under which the statement bytes the sidecar reads as UTF-8 are the ones the
+/// server reads.
+pub fn is_readable_encoding(v: &str) -> bool {
+    let v: String = v
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    matches!(v.as_str(), "utf8" | "unicode" | "sqlascii")
 }
 
 /// The schemas a `SET search_path` names; `Some(None)` for `DEFAULT`; `None` when not understood.

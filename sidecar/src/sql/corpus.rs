@@ -179,7 +179,7 @@ const CASES: &[Case] = &[
     ("select pg_notify(chan, 'x') from t", "select utility unknown", "t", "", F, "fn:pg_notify"),
     // --- SET / RESET / SHOW
     ("set work_mem = '64MB'", "set", "", "", F, ""),
-    ("SET LOCAL statement_timeout TO 1000", "set", "", "", F, ""),
+    ("SET LOCAL statement_timeout TO 1000", "set", "", "", F, "timeout:1000"),
     ("set search_path to a, \"B\"", "set", "", "", F, "sp:a,B"),
     ("set search_path = 'a', public", "set", "", "", F, "sp:a,public"),
     ("set session search_path = x", "set", "", "", F, "sp:x"),
@@ -194,6 +194,19 @@ const CASES: &[Case] = &[
     ("select set_config('work_mem', '1GB', true)", "select set", "", "", F, "fn:set_config"),
     ("select set_config('role', 'admin', false)", "select set role", "", "", F, "fn:set_config"),
     ("select set_config(name, 'x', false) from t", "select set unknown", "t", "", F, "fn:set_config"),
+    // Settings that change how statements are read keep their safe values; the timeout is carried.
+    ("set standard_conforming_strings = on", "set", "", "", F, ""),
+    ("set standard_conforming_strings = off", "set unknown", "", "", F, ""),
+    ("set standard_conforming_strings to default", "set", "", "", F, ""),
+    ("set client_encoding = 'UTF8'", "set", "", "", F, ""),
+    ("set client_encoding to 'SJIS'", "set unknown", "", "", F, ""),
+    ("set names 'LATIN1'", "set unknown", "", "", F, ""),
+    ("select set_config('standard_conforming_strings', 'off', false)", "select set unknown", "", "", F, "fn:set_config"),
+    ("select set_config('client_encoding', enc, false) from t", "select set unknown", "t", "", F, "fn:set_config"),
+    ("set statement_timeout = 5000", "set", "", "", F, "timeout:5000"),
+    ("set local statement_timeout to '2s'", "set", "", "", F, "timeout:2s"),
+    ("set statement_timeout to default", "set", "", "", F, "timeout:default"),
+    ("select set_config('statement_timeout', '0', false)", "select set", "", "", F, "fn:set_config timeout:0"),
     ("select current_setting('search_path')", "select", "", "", F, "fn:current_setting"),
     // --- roles
     ("set role admin", "role", "", "", F, ""),
@@ -328,6 +341,7 @@ fn session_word(c: &SessionChange) -> String {
         SessionChange::DiscardAll => "discard".into(),
         SessionChange::Listen(c) => format!("listen:{c}"),
         SessionChange::Notify(c) => format!("notify:{c}"),
+        SessionChange::StatementTimeout(v) => format!("timeout:{}", v.as_deref().unwrap_or("default")),
     }
 }
 

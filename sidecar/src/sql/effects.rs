@@ -59,6 +59,9 @@ pub enum SessionChange {
     Listen(String),
     /// `NOTIFY channel[, payload]` or `pg_notify(...)`.
     Notify(String),
+    /// `SET statement_timeout` / `set_config('statement_timeout', ...)` with a literal value as
+    /// written; `None` for `RESET`/`DEFAULT` (back to the session's starting value).
+    StatementTimeout(Option<String>),
 }
 
 /// The effects of one statement.

@@ -138,6 +138,12 @@ pub(crate) fn positional(args: &[FunctionArg]) -> Vec<Option<&Expr>> {
         .collect()
 }
 
+/// Whether calling `name` (possibly schema-qualified) does something beyond computing its result,
+/// as listed in this module's table.
+pub fn has_own_effect(name: &str) -> bool {
+    effect_of(name.rsplit('.').next().unwrap_or(name)).is_some()
+}
+
 /// The argument list of a scalar call.
 pub(crate) fn call_args(args: &FunctionArguments) -> &[FunctionArg] {
     match args {
@@ -183,7 +189,10 @@ pub(crate) fn record_call(name: &str, args: &[Option<&Expr>], effects: &mut Effe
                 Some("role" | "session_authorization") => {
                     ops.insert(Operation::Role);
                 }
-                Some(_) => {}
+                Some(name) => {
+                    let value = literal(1).ok_or(());
+                    super::classify::setting_value(name, value.map(Some), effects);
+                }
                 None => {
                     ops.insert(Operation::Unknown);
                 }

@@ -15,6 +15,7 @@ mod fallback;
 mod fingerprint;
 mod functions;
 mod names;
+mod shape;
 mod split;
 mod walk;
 
@@ -22,9 +23,12 @@ mod walk;
 mod corpus;
 
 pub use cache::{AnalysisCache, DEFAULT_CAPACITY, MAX_CACHED_TEXT};
+pub use classify::is_readable_encoding;
 pub use effects::{Effects, Operation, RelationName, SessionChange};
 pub use fingerprint::{fingerprint, fingerprint_exact, normalize};
+pub use functions::has_own_effect;
 pub use lineage::{Flow, Lineage, SourceColumn, analyze_lineage};
+pub use shape::{MAX_SHAPED_TEXT, shape};
 pub use split::{MAX_STATEMENT_BYTES, RECURSION_LIMIT};
 
 /// The analysis of a query string: one [`Effects`] per statement, in order.
