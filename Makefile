@@ -10,6 +10,7 @@ demo:
 ## The whole test suite, as CI runs it.
 test:
 	scripts/ensure-postgres.sh
+	scripts/check-chart.sh
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	cargo test --workspace --locked
