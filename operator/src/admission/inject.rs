@@ -1,0 +1,569 @@
+//! Pod injection: on Pod CREATE, a pod annotated `dbward.dev/inject: "orders,analytics"` gets the dbward
+//! sidecar, the egress lock when a connection asks for it, the projected token, the journal volume, and
+//! `PGHOST`/`PGPORT`/`PGDATABASE` for its containers (`docs/operator.md`, "Injection").
+//!
+//! [`mutate_pod`] decides over typed data and returns a JSON patch; [`review_pod`] wraps it for the
+//! webhook. Neither does any I/O: the caller hands in the settings and the namespace's connections.
+//!
+//! Which containers get the `PG*` variables: every container the pod brings, its init containers
+//! included (they often run migrations). With native sidecars those reach the database through the
+//! sidecar, which starts first; with a classic sidecar they run before it and cannot, which
+//! [`review_pod`] says in a warning. A container keeps any of the variables it sets itself in `env`;
+//! values from `envFrom` are not inspected, and Kubernetes lets `env` win over them.
+
+use std::collections::BTreeMap;
+
+use dbward_crds::DatabaseConnection;
+use k8s_openapi::api::core::v1::{
+    Container, EnvVar, Pod, PodSpec, ResourceRequirements, Volume, VolumeDevice, VolumeMount,
+};
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
+use serde_json::Value;
+
+use super::{
+    names::parse_inject_annotation,
+    patch::{PatchBuilder, to_json},
+    spec::{
+        self, INJECT_ANNOTATION, INJECTED_ANNOTATION, LOCAL_HOST, RESERVED_CONTAINER_NAMES,
+        RESERVED_VOLUME_NAMES, TOKEN_AUDIENCE,
+    },
+};
+
+/// The variables app containers get, pointing libpq-based clients at the sidecar.
+const PG_ENV: [&str; 3] = ["PGHOST", "PGPORT", "PGDATABASE"];
+
+/// At most this many known connection names are listed when a pod names an unknown one.
+const MAX_LISTED_CONNECTIONS: usize = 20;
+
+/// What injection needs of one DatabaseConnection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionTarget {
+    /// The DatabaseConnection's name, which pods put in their annotation.
+    pub name: String,
+    /// The upstream host, for the egress lock.
+    pub host: String,
+    /// The upstream port, for the egress lock.
+    pub port: u16,
+    /// Where the sidecar serves the connection inside the pod.
+    pub local_port: u16,
+    /// Whether only the sidecar may reach `host:port`.
+    pub egress_lock: bool,
+}
+
+impl ConnectionTarget {
+    /// The target of a DatabaseConnection, or `None` for an object without a name (which the API server
+    /// never stores).
+    pub fn from_resource(connection: &DatabaseConnection) -> Option<Self> {
+        let spec = &connection.spec;
+        Some(Self {
+            name: connection.metadata.name.clone()?,
+            host: spec.host.clone(),
+            port: spec.port,
+            local_port: spec.local_port,
+            egress_lock: spec.egress_lock,
+        })
+    }
+}
+
+/// The operator-wide side of injection, from its flags and the API server's version; built once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InjectSettings {
+    /// The operator's namespace: its pods are never injected.
+    pub operator_namespace: String,
+    /// The sidecar image (`--sidecar-image`), also used by the egress lock.
+    pub sidecar_image: String,
+    /// The sidecar's resources (`--sidecar-cpu`, `--sidecar-memory`).
+    pub sidecar_resources: Option<ResourceRequirements>,
+    /// The control API the sidecar fetches its configuration from.
+    pub control_url: String,
+    /// Whether the API server runs native sidecars (see
+    /// [`supports_native_sidecars`](super::supports_native_sidecars)).
+    pub native_sidecars: bool,
+}
+
+impl InjectSettings {
+    /// Settings for an operator in `operator_namespace`, its control API at the `dbward-operator`
+    /// Service there.
+    pub fn new(
+        operator_namespace: impl Into<String>,
+        sidecar_image: impl Into<String>,
+        sidecar_resources: Option<ResourceRequirements>,
+        native_sidecars: bool,
+    ) -> Self {
+        let operator_namespace = operator_namespace.into();
+        Self {
+            control_url: spec::control_api_url(&operator_namespace),
+            operator_namespace,
+            sidecar_image: sidecar_image.into(),
+            sidecar_resources,
+            native_sidecars,
+        }
+    }
+}
+
+/// Everything one injection decision reads.
+#[derive(Debug, Clone, Copy)]
+pub struct InjectContext<'a> {
+    /// The operator-wide settings.
+    pub settings: &'a InjectSettings,
+    /// The DatabaseConnections of the pod's namespace, and only those: a pod may use no other
+    /// namespace's connections. See [`pod_namespace`] for which namespace that is.
+    pub connections: &'a [ConnectionTarget],
+}
+
+/// Why a pod asking for dbward is refused. Each message says what to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// `shareProcessNamespace: true` would let every container read the sidecar's memory.
+    #[error(
+        "shareProcessNamespace is true, so every container could read the sidecar's memory and with it the \
+         database credential: remove shareProcessNamespace from the pod, or remove the {INJECT_ANNOTATION} \
+         annotation"
+    )]
+    SharedProcessNamespace,
+    /// `hostNetwork: true` would put the sidecar's ports, and the egress lock's rules, on the node.
+    #[error(
+        "hostNetwork is true, so the sidecar would serve the database on the node's loopback, open to every \
+         host-network pod, and the egress lock would rewrite the node's firewall: run the pod without \
+         hostNetwork, or remove the {INJECT_ANNOTATION} annotation"
+    )]
+    HostNetwork,
+    /// The annotation names nothing.
+    #[error(
+        "annotation {INJECT_ANNOTATION} is empty: list the DatabaseConnections the pod uses, e.g. \
+         \"orders,analytics\""
+    )]
+    EmptyAnnotation,
+    /// The annotation has an empty entry, e.g. `"orders,,x"`.
+    #[error(
+        "annotation {INJECT_ANNOTATION} {value:?} has an empty entry: separate DatabaseConnection names with \
+         single commas, e.g. \"orders,analytics\""
+    )]
+    EmptyName {
+        /// The whole annotation value.
+        value: String,
+    },
+    /// An entry cannot be a DatabaseConnection's name.
+    #[error(
+        "annotation {INJECT_ANNOTATION}: {name:?} is not a valid DatabaseConnection name (lower-case letters, \
+         digits, '-' and '.', starting and ending with a letter or digit): use the name shown by \
+         `kubectl get databaseconnections`"
+    )]
+    InvalidName {
+        /// The offending entry, trimmed.
+        name: String,
+    },
+    /// Names that are not DatabaseConnections of the pod's namespace.
+    #[error("{}", unknown_message(unknown, known))]
+    UnknownConnections {
+        /// The requested names that do not exist, in the annotation's order.
+        unknown: Vec<String>,
+        /// The connections that do exist in the namespace, sorted.
+        known: Vec<String>,
+    },
+    /// Two requested connections would be served on the same local port.
+    #[error(
+        "DatabaseConnections {first:?} and {second:?} both use localPort {port}, and the sidecar can serve \
+         only one of them there: give one of them another spec.localPort, or use them from different pods"
+    )]
+    DuplicateLocalPort {
+        /// The shared port.
+        port: u16,
+        /// The connection listed first in the annotation.
+        first: String,
+        /// The connection that collides with it.
+        second: String,
+    },
+    /// The pod already uses a name dbward gives a container or volume.
+    #[error(
+        "the pod already has {kind} named {name:?}, a name dbward uses for what it adds: rename yours, or \
+         remove the {INJECT_ANNOTATION} annotation"
+    )]
+    NameInUse {
+        /// "a container", "an init container", "an ephemeral container" or "a volume".
+        kind: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// A container of the pod mounts a volume dbward adds: it would get the sidecar's token (and with it
+    /// the databases' credentials) or its journal once the volume exists.
+    #[error(
+        "container {container:?} mounts volume {volume:?}, which dbward adds for its sidecar alone (it holds \
+         the pod's dbward token or its session journal): remove that volumeMount"
+    )]
+    MountsReservedVolume {
+        /// The container.
+        container: String,
+        /// The volume.
+        volume: String,
+    },
+    /// The pod projects a token for dbward's audience into a volume of its own: whoever mounts it could
+    /// pose as the sidecar to the operator.
+    #[error(
+        "volume {volume:?} projects a service-account token with audience \"{TOKEN_AUDIENCE}\", which only \
+         dbward's sidecar may hold (the operator hands database credentials to its bearer): remove that \
+         token projection or give it another audience"
+    )]
+    DbwardTokenProjected {
+        /// The pod's volume.
+        volume: String,
+    },
+    /// A pod without a spec cannot be created anyway; say so rather than guess.
+    #[error("the pod has no spec")]
+    NoSpec,
+}
+
+fn unknown_message(unknown: &[String], known: &[String]) -> String {
+    let what = if unknown.len() == 1 {
+        "no DatabaseConnection named"
+    } else {
+        "no DatabaseConnections named"
+    };
+    let asked = quoted_list(unknown);
+    let hint = "the names in the dbward.dev/inject annotation must be DatabaseConnections of the pod's \
+                own namespace";
+    if known.is_empty() {
+        return format!("{what} {asked} in this namespace, which has none: create it first ({hint})");
+    }
+    let mut listed = quoted_list(known.get(..MAX_LISTED_CONNECTIONS).unwrap_or(known));
+    if known.len() > MAX_LISTED_CONNECTIONS {
+        listed.push_str(&format!(" and {} more", known.len() - MAX_LISTED_CONNECTIONS));
+    }
+    format!("{what} {asked} in this namespace; it has {listed} ({hint})")
+}
+
+fn quoted_list(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("{n:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The patch that injects dbward into `pod`, `None` when the pod is to stay as it is (it does not ask
+/// for dbward, or already has it), or why it is refused.
+///
+/// The patch is for the pod as the API server holds it: it adds to missing arrays and maps by creating
+/// them, and never rewrites what the pod already has.
+pub fn mutate_pod(pod: &Pod, ctx: &InjectContext<'_>) -> Result<Option<json_patch::Patch>, Refusal> {
+    let annotations = pod.metadata.annotations.as_ref();
+    if annotations.is_some_and(|a| a.contains_key(INJECTED_ANNOTATION)) {
+        return Ok(None);
+    }
+    let Some(value) = annotations.and_then(|a| a.get(INJECT_ANNOTATION)) else {
+        return Ok(None);
+    };
+    let names = parse_inject_annotation(value)?;
+    let spec = pod.spec.as_ref().ok_or(Refusal::NoSpec)?;
+    check_pod(spec)?;
+    let connections = resolve(&names, ctx.connections)?;
+    Ok(build_patch(pod, spec, &names, &connections, ctx.settings).finish())
+}
+
+/// Refuse pods in which the sidecar could not keep its credential, or whose names clash with dbward's.
+fn check_pod(spec: &PodSpec) -> Result<(), Refusal> {
+    if spec.share_process_namespace == Some(true) {
+        return Err(Refusal::SharedProcessNamespace);
+    }
+    if spec.host_network == Some(true) {
+        return Err(Refusal::HostNetwork);
+    }
+    check_names(spec)?;
+    check_mounts(spec)?;
+    check_token_projections(spec)
+}
+
+/// Refuse a pod that asks the kubelet for a token of dbward's audience itself.
+fn check_token_projections(spec: &PodSpec) -> Result<(), Refusal> {
+    let projects_dbward_token = |volume: &&Volume| {
+        let sources = volume.projected.as_ref().and_then(|p| p.sources.as_deref());
+        sources.unwrap_or_default().iter().any(|source| {
+            let token = source.service_account_token.as_ref();
+            token.and_then(|t| t.audience.as_deref()) == Some(TOKEN_AUDIENCE)
+        })
+    };
+    match spec.volumes.iter().flatten().find(projects_dbward_token) {
+        Some(volume) => Err(Refusal::DbwardTokenProjected {
+            volume: volume.name.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Refuse a container that mounts a volume dbward is about to add. Without the volume such a pod is
+/// invalid; with it, the container would read the sidecar's token and could fetch the databases'
+/// credentials in its name.
+fn check_mounts(spec: &PodSpec) -> Result<(), Refusal> {
+    let regular = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten());
+    let mounts =
+        regular
+            .flat_map(|c| mounted_volumes(&c.name, c.volume_mounts.as_deref(), c.volume_devices.as_deref()))
+            .chain(spec.ephemeral_containers.iter().flatten().flat_map(|c| {
+                mounted_volumes(&c.name, c.volume_mounts.as_deref(), c.volume_devices.as_deref())
+            }));
+    for (container, volume) in mounts {
+        if RESERVED_VOLUME_NAMES.contains(&volume) {
+            return Err(Refusal::MountsReservedVolume {
+                container: container.to_owned(),
+                volume: volume.to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `(container, volume)` for each volume a container mounts or uses as a device.
+fn mounted_volumes<'a>(
+    container: &'a str,
+    mounts: Option<&'a [VolumeMount]>,
+    devices: Option<&'a [VolumeDevice]>,
+) -> impl Iterator<Item = (&'a str, &'a str)> {
+    let mounts = mounts.unwrap_or_default().iter().map(|m| m.name.as_str());
+    let devices = devices.unwrap_or_default().iter().map(|d| d.name.as_str());
+    mounts.chain(devices).map(move |volume| (container, volume))
+}
+
+/// Refuse a pod that already uses a container or volume name dbward adds: the patch would create a
+/// duplicate, or the pod's own container would pass for the sidecar.
+fn check_names(spec: &PodSpec) -> Result<(), Refusal> {
+    let init = spec.init_containers.iter().flatten();
+    let ephemeral = spec.ephemeral_containers.iter().flatten();
+    let volumes = spec.volumes.iter().flatten();
+    let containers = spec
+        .containers
+        .iter()
+        .map(|c| ("a container", c.name.as_str()))
+        .chain(init.map(|c| ("an init container", c.name.as_str())))
+        .chain(ephemeral.map(|c| ("an ephemeral container", c.name.as_str())));
+    let clash = containers
+        .filter(|(_, name)| RESERVED_CONTAINER_NAMES.contains(name))
+        .chain(
+            volumes
+                .map(|v| ("a volume", v.name.as_str()))
+                .filter(|(_, name)| RESERVED_VOLUME_NAMES.contains(name)),
+        )
+        .next();
+    match clash {
+        Some((kind, name)) => Err(Refusal::NameInUse {
+            kind,
+            name: name.to_owned(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The namespace's connections for `names`, in the same order; every unknown name is reported at once,
+/// and so is the first pair sharing a local port.
+fn resolve<'a>(
+    names: &[String],
+    available: &'a [ConnectionTarget],
+) -> Result<Vec<&'a ConnectionTarget>, Refusal> {
+    let by_name: BTreeMap<&str, &ConnectionTarget> = available.iter().map(|c| (c.name.as_str(), c)).collect();
+    let unknown: Vec<String> = names
+        .iter()
+        .filter(|n| !by_name.contains_key(n.as_str()))
+        .cloned()
+        .collect();
+    if !unknown.is_empty() {
+        return Err(Refusal::UnknownConnections {
+            unknown,
+            known: by_name.keys().map(|k| (*k).to_owned()).collect(),
+        });
+    }
+    let chosen: Vec<&ConnectionTarget> = names
+        .iter()
+        .filter_map(|n| by_name.get(n.as_str()).copied())
+        .collect();
+    let mut ports: BTreeMap<u16, &str> = BTreeMap::new();
+    for c in &chosen {
+        if let Some(first) = ports.insert(c.local_port, &c.name) {
+            return Err(Refusal::DuplicateLocalPort {
+                port: c.local_port,
+                first: first.to_owned(),
+                second: c.name.clone(),
+            });
+        }
+    }
+    Ok(chosen)
+}
+
+/// The operations, in an order where each path is valid when applied: the `PG*` variables go in while
+/// the container arrays still have their original indices, and the new containers go in last.
+fn build_patch(
+    pod: &Pod,
+    spec: &PodSpec,
+    names: &[String],
+    connections: &[&ConnectionTarget],
+    settings: &InjectSettings,
+) -> PatchBuilder {
+    let joined = names.join(",");
+    let mut patch = PatchBuilder::default();
+    patch.add_to_map(
+        &["metadata", "annotations"],
+        pod.metadata.annotations.is_some(),
+        INJECTED_ANNOTATION,
+        Value::String(joined.clone()),
+    );
+    patch.append(
+        &["spec", "volumes"],
+        spec.volumes.as_ref().map_or(0, Vec::len),
+        vec![to_json(&spec::token_volume()), to_json(&spec::journal_volume())],
+    );
+    if let Some(first) = connections.first() {
+        let wanted = [
+            LOCAL_HOST.to_owned(),
+            first.local_port.to_string(),
+            first.name.clone(),
+        ];
+        add_pg_env(&mut patch, "containers", &spec.containers, &wanted);
+        if let Some(init) = &spec.init_containers {
+            add_pg_env(&mut patch, "initContainers", init, &wanted);
+        }
+    }
+    let sidecar = to_json(&spec::sidecar_container(
+        &settings.sidecar_image,
+        settings.sidecar_resources.as_ref(),
+        &settings.control_url,
+        &joined,
+        settings.native_sidecars,
+    ));
+    let mut init = Vec::new();
+    let allow = egress_allow_list(connections);
+    if !allow.is_empty() {
+        init.push(to_json(&spec::egress_lock_container(
+            &settings.sidecar_image,
+            settings.sidecar_resources.as_ref(),
+            &allow,
+        )));
+    }
+    if settings.native_sidecars {
+        init.push(sidecar);
+    } else {
+        patch.prepend(&["spec", "containers"], spec.containers.len(), vec![sidecar]);
+    }
+    let init_len = spec.init_containers.as_ref().map_or(0, Vec::len);
+    patch.prepend(&["spec", "initContainers"], init_len, init);
+    patch
+}
+
+/// For each container of `array` (`containers` or `initContainers`), the `PG*` variables it does not set
+/// itself. `wanted` holds their values, in the order of [`PG_ENV`].
+fn add_pg_env(patch: &mut PatchBuilder, array: &str, containers: &[Container], wanted: &[String; 3]) {
+    for (index, container) in containers.iter().enumerate() {
+        let env = container.env.as_deref().unwrap_or_default();
+        let missing: Vec<Value> = PG_ENV
+            .iter()
+            .zip(wanted)
+            .filter(|(name, _)| !sets(env, name))
+            .map(|(name, value)| to_json(&spec::value_env(name, value)))
+            .collect();
+        let index = index.to_string();
+        patch.append(&["spec", array, &index, "env"], env.len(), missing);
+    }
+}
+
+fn sets(env: &[EnvVar], name: &str) -> bool {
+    env.iter().any(|e| e.name == name)
+}
+
+/// `host:port` of each connection that asks for the egress lock, each once.
+fn egress_allow_list(connections: &[&ConnectionTarget]) -> Vec<String> {
+    let mut allow: Vec<String> = Vec::new();
+    for c in connections.iter().filter(|c| c.egress_lock) {
+        let target = spec::allow_target(&c.host, c.port);
+        if !allow.contains(&target) {
+            allow.push(target);
+        }
+    }
+    allow
+}
+
+/// The namespace a pod is created in: the request's, else the pod's own. Look the connections up here.
+pub fn pod_namespace(req: &AdmissionRequest<Pod>) -> Option<&str> {
+    req.namespace
+        .as_deref()
+        .filter(|ns| !ns.is_empty())
+        .or_else(|| req.object.as_ref()?.metadata.namespace.as_deref())
+}
+
+/// The Pod CREATE webhook (`/mutate-pod`): allowed with the injection patch, allowed unchanged, or
+/// denied with the refusal.
+///
+/// Pods in the operator's own namespace are never changed (the webhook's namespaceSelector should keep
+/// them away; this holds even if it does not). Other operations than CREATE pass unchanged. A dry-run
+/// request gets the same answer as a real one, so that `kubectl apply --dry-run=server` shows the
+/// injected pod; the function has no side effects to skip, and callers should not record Events or
+/// metrics for requests with `dry_run` set.
+pub fn review_pod(req: &AdmissionRequest<Pod>, ctx: &InjectContext<'_>) -> AdmissionResponse {
+    let allowed = AdmissionResponse::from(req);
+    if req.operation != Operation::Create {
+        return allowed;
+    }
+    let Some(pod) = &req.object else {
+        return allowed;
+    };
+    if pod_namespace(req) == Some(ctx.settings.operator_namespace.as_str()) {
+        return allowed;
+    }
+    match mutate_pod(pod, ctx) {
+        Ok(None) => allowed,
+        Ok(Some(patch)) => match allowed.with_patch(patch) {
+            Ok(mut patched) => {
+                patched.warnings = classic_sidecar_warnings(pod, ctx.settings);
+                patched
+            }
+            Err(e) => AdmissionResponse::from(req).deny(format!(
+                "dbward: could not encode the injection patch for pod {}: {e}",
+                describe_pod(req, pod)
+            )),
+        },
+        Err(refusal) => AdmissionResponse::from(req).deny(format!(
+            "dbward cannot inject pod {}: {refusal}",
+            describe_pod(req, pod)
+        )),
+    }
+}
+
+/// What a user should know about a classic (non-native) sidecar in this pod.
+fn classic_sidecar_warnings(pod: &Pod, settings: &InjectSettings) -> Option<Vec<String>> {
+    if settings.native_sidecars {
+        return None;
+    }
+    let spec = pod.spec.as_ref()?;
+    let mut warnings = Vec::new();
+    if spec.init_containers.as_ref().is_some_and(|c| !c.is_empty()) {
+        warnings.push(
+            "dbward: this cluster has no native sidecars (Kubernetes < 1.29), so the pod's init containers run \
+             before dbward-sidecar and cannot reach the database"
+                .to_owned(),
+        );
+    }
+    if matches!(spec.restart_policy.as_deref(), Some("Never" | "OnFailure")) {
+        warnings.push(
+            "dbward: this cluster has no native sidecars (Kubernetes < 1.29), so dbward-sidecar keeps running \
+             after the pod's containers exit and the pod never completes"
+                .to_owned(),
+        );
+    }
+    (!warnings.is_empty()).then_some(warnings)
+}
+
+/// The pod as a user would recognize it in a message: its name, or for a pod a controller is creating
+/// (which has only `generateName` yet) the prefix, e.g. `"web-7d9f8-*"`.
+fn describe_pod(req: &AdmissionRequest<Pod>, pod: &Pod) -> String {
+    let meta = &pod.metadata;
+    let name = meta
+        .name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .or_else(|| Some(req.name.clone()).filter(|n| !n.is_empty()))
+        .or_else(|| meta.generate_name.as_ref().map(|g| format!("{g}*")))
+        .unwrap_or_else(|| "(unnamed)".to_owned());
+    match pod_namespace(req) {
+        Some(ns) => format!("{name:?} in namespace {ns:?}"),
+        None => format!("{name:?}"),
+    }
+}
