@@ -77,11 +77,32 @@ if [[ "$mode" == --smoke ]]; then
         echo "demo smoke: DROP TABLE was not refused" >&2; exit 1
     fi
     grep -q 'agents may not change the schema' "$work/err" || { cat "$work/err" >&2; exit 1; }
-    # Approval: a DELETE without WHERE needs a person.
-    if psql -X -At "$connect" -c "delete from orders" 2>"$work/err"; then
+    # Approval: a DELETE without WHERE waits for a person; denied, it fails and nothing is deleted.
+    held_request() {
+        local name=""
+        for _ in $(seq 100); do
+            name="$(find "$work/approvals" -name '*.yaml' 2>/dev/null | head -1)"
+            [[ -n "$name" ]] && { basename "$name" .yaml; return; }
+            sleep 0.1
+        done
+        echo "demo smoke: no approval request appeared" >&2; exit 1
+    }
+    psql -X -At "$connect" -c "delete from orders" >"$work/out" 2>"$work/err" &
+    psql_pid=$!
+    name="$(held_request)"
+    "$sidecar" deny "$name" --config "$work/dbward.yaml" --reason "not in the demo" >/dev/null
+    if wait "$psql_pid"; then
         echo "demo smoke: DELETE without WHERE was not held" >&2; exit 1
     fi
-    grep -q 'requires approval' "$work/err" || { cat "$work/err" >&2; exit 1; }
+    grep -q 'held for approval' "$work/err" || { cat "$work/err" >&2; exit 1; }
+    grep -q 'not in the demo' "$work/err" || { cat "$work/err" >&2; exit 1; }
+    # Approved, the held statement runs as if nothing happened.
+    rm "$work/approvals/$name.yaml"
+    psql -X -At "$connect" -c "update orders set id = id" >"$work/out" 2>"$work/err" &
+    psql_pid=$!
+    name="$(held_request)"
+    "$sidecar" approve "$name" --config "$work/dbward.yaml" >/dev/null
+    wait "$psql_pid" || { cat "$work/err" >&2; exit 1; }
     out="$(psql -X -At "$connect" -c 'select count(*) from orders')"
     [[ "$out" == "1000" ]] || { echo "demo smoke: orders changed: $out" >&2; exit 1; }
     if psql -X -At "host=127.0.0.1 port=15432 dbname=postgres user=agent" -c 'select 1' 2>"$work/err"; then
@@ -114,11 +135,16 @@ cat <<TXT
     select full_name, email, card_number, ssn from customers limit 3;      -- masked
     select upper(email), row_to_json(c) from customers c limit 1;         -- no way around it
     drop table customers;                            -- refused: agents may not change the schema
-    delete from orders;                              -- refused: needs a person's approval
+    delete from orders;                              -- held: waits for a person's approval
     \\c "host=127.0.0.1 port=15432 dbname=postgres user=agent"   -- refused: not this port's database
 
   The policy is $work/dbward.yaml (from examples/demo); edit it while the demo runs and the next statement follows
-  the new version. (Approvals do not wait for a person yet: a statement that needs one is refused.)
+  the new version.
+
+  The DELETE waits on its connection; psql shows the request's name. Decide it from a third terminal:
+
+    $sidecar approvals --config $work/dbward.yaml
+    $sidecar deny NAME --config $work/dbward.yaml --reason "not today"     # or: approve NAME
 
   Ctrl-C stops everything and removes the throwaway database.
 TXT

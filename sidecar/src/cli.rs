@@ -1,4 +1,7 @@
-//! The command line: `dbward-sidecar run --config FILE` and `dbward-sidecar check --config FILE`.
+//! The command line: `dbward-sidecar run --config FILE` and `dbward-sidecar check --config FILE`, and
+//! for local approvals `dbward-sidecar approve|deny NAME` and `dbward-sidecar approvals` ([`approvals`]).
+
+pub mod approvals;
 
 use std::{net::IpAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -7,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+pub use self::approvals::{ApprovalsDirArgs, DecideArgs, ListArgs, approve, deny};
 use crate::{
     config::{self, runtime::RunOptions},
     guard::PolicyStore,
@@ -44,6 +48,12 @@ pub enum Command {
     Run(RunArgs),
     /// Check a config file and exit: 0 when it is valid, 1 with the first problem otherwise.
     Check(CheckArgs),
+    /// Approve a held statement: set its approval request's phase to Approved.
+    Approve(DecideArgs),
+    /// Deny a held statement: set its approval request's phase to Denied.
+    Deny(DecideArgs),
+    /// List the approval requests waiting for a decision.
+    Approvals(ListArgs),
 }
 
 #[derive(Debug, Args)]
@@ -87,6 +97,16 @@ pub struct RunArgs {
     /// Largest statement message (Query, Parse, Bind) accepted, in bytes.
     #[arg(long, env = "DBWARD_MAX_MESSAGE", default_value_t = 64 * 1024 * 1024)]
     pub max_message: usize,
+    /// Directory of approval requests, one YAML file each [default: `approvals` next to --config].
+    #[arg(long, env = "DBWARD_APPROVALS", value_name = "DIR")]
+    pub approvals: Option<PathBuf>,
+}
+
+impl RunArgs {
+    /// The approvals directory: --approvals, else `approvals` next to --config.
+    pub fn approvals_dir(&self) -> Result<PathBuf> {
+        approvals::approvals_dir(self.approvals.as_deref(), Some(&self.config))
+    }
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -112,6 +132,7 @@ pub fn check(args: &CheckArgs) -> Result<()> {
 pub async fn run(args: RunArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let cfg = config::load_file(&args.config)?;
+    let approvals_dir = args.approvals_dir()?;
     let client_tls = match (&args.tls_cert, &args.tls_key) {
         (Some(c), Some(k)) => Some((
             std::fs::read(c).with_context(|| format!("reading --tls-cert {}", c.display()))?,
@@ -132,7 +153,15 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let env = |k: &str| std::env::var(k).ok();
     let mut proxy_config = config::runtime::build(&cfg, &opts, None, &env)?;
     let store = Arc::new(PolicyStore::new(config::runtime::policies(&cfg)?));
-    config::runtime::install_guard(&mut proxy_config, store.clone(), mask_key()?);
+    let approvals: Arc<dyn crate::approval::ApprovalStore> =
+        Arc::new(crate::approval::local::DirStore::new(approvals_dir.clone())?);
+    info!(dir = %approvals_dir.display(), "approval requests are kept as files");
+    config::runtime::install_guard_with(
+        &mut proxy_config,
+        store.clone(),
+        mask_key()?,
+        Some((approvals, crate::guard::DEFAULT_REMINDER)),
+    );
     if cfg.policies.is_empty() {
         warn!("the config has no AccessPolicy: every statement will be refused");
     }

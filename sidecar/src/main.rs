@@ -16,6 +16,9 @@ fn main() -> std::process::ExitCode {
     }
     let result = match cli.command {
         Command::Check(args) => dbward_sidecar::cli::check(&args),
+        Command::Approve(args) => dbward_sidecar::cli::approve(&args),
+        Command::Deny(args) => dbward_sidecar::cli::deny(&args),
+        Command::Approvals(args) => dbward_sidecar::cli::approvals::list(&args),
         Command::Run(args) => {
             let runtime = match args.threads {
                 1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),

@@ -240,6 +240,17 @@ pub fn policies(cfg: &FileConfig) -> Result<PolicySet, ConfigError> {
 /// Puts policy enforcement in front of every connection the proxy serves: statements are judged and
 /// results masked by the policies in `store`, which may be replaced while the proxy runs.
 pub fn install_guard(proxy: &mut ProxyConfig, store: Arc<PolicyStore>, key: MaskKey) {
+    install_guard_with(proxy, store, key, None);
+}
+
+/// [`install_guard`], with requireApproval statements asking `approvals` (the store, and how often a
+/// waiting client is reminded); without it they are refused.
+pub fn install_guard_with(
+    proxy: &mut ProxyConfig,
+    store: Arc<PolicyStore>,
+    key: MaskKey,
+    approvals: Option<(Arc<dyn crate::approval::ApprovalStore>, Duration)>,
+) {
     let mut connections = HashMap::new();
     for (ctx, _) in &proxy.connections {
         connections.insert(
@@ -250,7 +261,11 @@ pub fn install_guard(proxy: &mut ProxyConfig, store: Arc<PolicyStore>, key: Mask
             }),
         );
     }
-    proxy.shared.hooks = Some(Arc::new(Guard::new(store, connections, key)));
+    let mut guard = Guard::new(store, connections, key);
+    if let Some((approvals, reminder)) = approvals {
+        guard = guard.with_approvals(approvals, reminder);
+    }
+    proxy.shared.hooks = Some(Arc::new(guard));
 }
 
 #[cfg(test)]

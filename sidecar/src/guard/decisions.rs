@@ -37,7 +37,17 @@ pub(super) enum Results {
 #[derive(Clone)]
 pub(super) enum Outcome {
     Allow,
-    Deny { code: &'static str, message: Arc<str> },
+    Deny {
+        code: &'static str,
+        message: Arc<str>,
+    },
+    /// A rule holds it for a person's approval (checked again when it is about to run).
+    Approval {
+        message: Arc<str>,
+        /// `<policy>/<rule>`.
+        rule: Arc<str>,
+        settings: Arc<crate::policy::ApprovalSettings>,
+    },
 }
 
 /// A cached judgment of one statement text (or shape).

@@ -13,6 +13,7 @@
 //! Policies can change while sessions run ([`PolicyStore::replace`]): the next statement of every
 //! session is judged by the new set.
 
+mod approvals;
 mod context;
 mod decisions;
 pub mod paths;
@@ -26,11 +27,14 @@ use std::{
         Arc, RwLock,
         atomic::{AtomicU64, Ordering},
     },
+    time::Duration,
 };
 
+pub use self::approvals::DEFAULT_REMINDER;
 pub use self::startup::{StartupParamError, check_startup_params, timeout_ms, upstream_params};
 
 use crate::{
+    approval::ApprovalStore,
     catalog::Catalog,
     identity::CallerIdentity,
     mask::MaskKey,
@@ -85,6 +89,10 @@ pub(crate) struct GuardShared {
     pub connections: HashMap<String, Arc<GuardConnection>>,
     pub analyses: AnalysisCache,
     pub key: MaskKey,
+    /// Where requireApproval statements ask; without one they are refused.
+    pub approvals: Option<Arc<dyn ApprovalStore>>,
+    /// How often a client whose statement is held hears that it still waits.
+    pub reminder: Duration,
 }
 
 /// Enforces AccessPolicy on every session of the proxy.
@@ -105,8 +113,20 @@ impl Guard {
                 connections,
                 analyses: AnalysisCache::default(),
                 key,
+                approvals: None,
+                reminder: approvals::DEFAULT_REMINDER,
             }),
         }
+    }
+
+    /// Statements that need approval ask `store` (and the client hears every `reminder` while it
+    /// waits); without a store they are refused.
+    pub fn with_approvals(mut self, store: Arc<dyn ApprovalStore>, reminder: Duration) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.approvals = Some(store);
+            shared.reminder = reminder;
+        }
+        self
     }
 }
 

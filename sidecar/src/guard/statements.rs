@@ -11,6 +11,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     GuardConnection, GuardShared,
+    approvals::{Held, Hold, SessionApprovals},
     context::{
         CallerState, CatalogErrorSlot, CatalogSchema, StatementContext, flow_strategy, reload, take_error,
     },
@@ -64,6 +65,12 @@ pub(super) struct GuardStatements {
     prepared: HashMap<String, Named>,
     cursors: HashMap<String, Named>,
     decisions: DecisionCache,
+    /// requireApproval: the session's requests and held statements.
+    approvals: Option<SessionApprovals>,
+    /// The statement just judged at Bind needs approval (its parameters are remembered).
+    binding_held: bool,
+    /// The portal being executed, while an Execute is judged.
+    executing: Option<String>,
     /// The session's statement_timeout when it opened, in ms (0 or `None`: none).
     opened_timeout: Option<u64>,
     /// A load of the catalog this session waited for failed.
@@ -80,6 +87,7 @@ impl GuardStatements {
         info: &SessionInfo,
     ) -> Self {
         let initial = info.search_path.as_deref().map(parse_search_path);
+        let (approvals_store, reminder) = (shared.approvals.clone(), shared.reminder);
         Self {
             shared,
             conn,
@@ -94,6 +102,17 @@ impl GuardStatements {
             prepared: HashMap::new(),
             cursors: HashMap::new(),
             decisions: DecisionCache::default(),
+            approvals: approvals_store.map(|store| {
+                SessionApprovals::new(
+                    store,
+                    info.signals.clone(),
+                    &info.connection,
+                    &info.identity,
+                    reminder,
+                )
+            }),
+            binding_held: false,
+            executing: None,
             opened_timeout: info
                 .settings
                 .iter()
@@ -251,6 +270,7 @@ impl GuardStatements {
         let mut missing = false;
         // Parsed once for the lineage of what the text writes, when that matters.
         let mut parsed: Option<Vec<Option<sqlparser::ast::Statement>>> = None;
+        let mut approval = None;
         for (i, effects) in analysis.statements.iter().enumerate() {
             let effects = self.substitute(effects);
             let (resolved, miss) = resolve(&effects, snapshot, &self.paths, user);
@@ -273,19 +293,32 @@ impl GuardStatements {
                         missing,
                     );
                 }
-                PolicyVerdict::RequireApproval => {
-                    let message = format!(
-                        "{}; this dbward sidecar cannot hold statements for approval yet, so it refuses them",
-                        decision.message
-                    );
-                    return (
-                        Outcome::Deny {
-                            code: sqlstate::INSUFFICIENT_PRIVILEGE,
-                            message: message.into(),
-                        },
-                        missing,
-                    );
-                }
+                PolicyVerdict::RequireApproval => match (&self.approvals, decision.approval) {
+                    // The first statement that needs approval decides how the text waits; a later
+                    // refused one still refuses it all.
+                    (Some(_), Some(settings)) => {
+                        if approval.is_none() {
+                            approval = Some(Outcome::Approval {
+                                message: decision.message.into(),
+                                rule: decision.rule.map(|r| r.to_string()).unwrap_or_default().into(),
+                                settings: Arc::new(settings),
+                            });
+                        }
+                    }
+                    _ => {
+                        let message = format!(
+                            "{}; approval is required, and this sidecar has no approval store to ask",
+                            decision.message
+                        );
+                        return (
+                            Outcome::Deny {
+                                code: sqlstate::INSUFFICIENT_PRIVILEGE,
+                                message: message.into(),
+                            },
+                            missing,
+                        );
+                    }
+                },
             }
             if let Some(message) = timeout_exceeds_limit(&effects, caller) {
                 return (
@@ -316,7 +349,7 @@ impl GuardStatements {
                 );
             }
         }
-        (Outcome::Allow, missing)
+        (approval.unwrap_or(Outcome::Allow), missing)
     }
 
     /// A statement that writes (`ast`, when it parses): refused when a masked column would flow into
@@ -404,8 +437,34 @@ impl GuardStatements {
         snapshot: Arc<CatalogSnapshot>,
         apply: bool,
     ) -> Verdict {
-        if let Outcome::Deny { code, message } = outcome {
-            return deny(code, message.to_string());
+        match outcome {
+            Outcome::Deny { code, message } => return deny(code, message.to_string()),
+            Outcome::Allow => {}
+            Outcome::Approval { .. } if !apply => {
+                self.binding_held = true;
+                return Verdict::Allow;
+            }
+            Outcome::Approval {
+                message,
+                rule,
+                settings,
+            } => {
+                let Some(approvals) = self.approvals.as_mut() else {
+                    return deny(sqlstate::INSUFFICIENT_PRIVILEGE, message.to_string());
+                };
+                let held = Held {
+                    sql,
+                    portal: self.executing.as_deref(),
+                    message: &message,
+                    rule: &rule,
+                    settings: &settings,
+                };
+                match approvals.hold(&held) {
+                    Hold::Proceed => {}
+                    Hold::Refuse { code, message } => return deny(code, message),
+                    Hold::Wait(w) => return Verdict::Wait(w),
+                }
+            }
         }
         if !apply {
             return Verdict::Allow;
@@ -569,10 +628,28 @@ impl StatementHook for GuardStatements {
         match statement {
             Statement::Simple { sql } => self.judge(sql, true),
             Statement::Parse { sql, .. } => self.judge(sql, false),
-            Statement::Bind { sql: Some(sql), .. } => self.judge(sql, false),
+            Statement::Bind { sql: Some(sql), bind } => {
+                self.binding_held = false;
+                let v = self.judge(sql, false);
+                if self.binding_held
+                    && let Some(a) = self.approvals.as_mut()
+                {
+                    a.bound(bind);
+                }
+                v
+            }
             // A statement the sidecar never saw parsed: the server refuses the Bind.
             Statement::Bind { sql: None, .. } => Verdict::Allow,
-            Statement::Execute { sql: Some(sql), .. } => self.judge(sql, true),
+            Statement::Execute {
+                sql: Some(sql),
+                portal,
+                ..
+            } => {
+                self.executing = Some((*portal).to_owned());
+                let v = self.judge(sql, true);
+                self.executing = None;
+                v
+            }
             Statement::Execute { sql: None, .. } => Verdict::Allow,
             Statement::FunctionCall { .. } => self.function_call(),
         }

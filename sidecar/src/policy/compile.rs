@@ -51,6 +51,8 @@ pub struct ApprovalSettings {
     pub timeout: Duration,
     /// Mode reject: how long after approval the statement may run (default: the timeout).
     pub grant_window: Duration,
+    /// Mode reject without an explicit grantWindow: an approval lets the statement run once.
+    pub grant_once: bool,
 }
 
 /// Compiled AccessPolicy documents. Cheap to clone (shared); immutable: a changed configuration
@@ -220,6 +222,7 @@ fn compile(id: String, doc: Document<AccessPolicySpec>) -> Result<CompiledPolicy
         mode: approval_spec.mode,
         timeout,
         grant_window,
+        grant_once: approval_spec.grant_window.is_none(),
     };
     let rules = spec
         .rules

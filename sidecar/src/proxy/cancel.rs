@@ -20,6 +20,8 @@ pub struct CancelTarget {
     pub upstream: Arc<UpstreamTarget>,
     pub pid: i32,
     pub secret: i32,
+    /// Told of the cancel too (a statement the sidecar holds has not reached the server).
+    pub signals: Option<super::signals::SessionSignals>,
 }
 
 /// The cancel keys of all live sessions of this process.
@@ -85,6 +87,9 @@ impl CancelRegistry {
             debug!("cancel request with an unknown key ignored");
             return;
         };
+        if let Some(s) = &target.signals {
+            s.cancel();
+        }
         match timeout(Duration::from_secs(10), send_cancel(&target)).await {
             Ok(Ok(())) => debug!(upstream_pid = target.pid, "cancel request forwarded"),
             Ok(Err(e)) => warn!(error = %e, "could not forward a cancel request upstream"),

@@ -35,6 +35,8 @@ pub struct SessionInfo {
     /// The startup parameters the upstream session was opened with (after
     /// [`SessionHooks::upstream_params`]).
     pub settings: Vec<(String, String)>,
+    /// Notices to the client outside any statement's answer, and the client's cancel requests.
+    pub signals: super::signals::SessionSignals,
 }
 
 /// A statement on its way to the server.

@@ -8,6 +8,7 @@ pub mod messages;
 pub mod pump;
 pub mod relay;
 pub mod session;
+pub mod signals;
 pub mod state;
 pub mod stream;
 pub mod upstream;

@@ -14,7 +14,10 @@ use std::{
     task::Poll,
 };
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf},
+    sync::Notify,
+};
 
 use super::RelayError;
 
@@ -24,6 +27,8 @@ const INITIAL_BUFFER: usize = 4 * 1024;
 const MAX_READ_CHUNK: usize = 256 * 1024;
 /// Gathered output is written once it reaches this size (and at the end of each read's messages).
 const OUT_FLUSH: usize = 64 * 1024;
+/// What the read returns when the pump was woken instead of data arriving (never a read's length).
+const WOKEN: usize = usize::MAX;
 
 /// Something a handler waits for before it can decide on a message (a catalog lookup, a person's
 /// approval). It must not borrow the message: the pump keeps the message in its buffer meanwhile.
@@ -99,6 +104,9 @@ pub struct Pump {
     streaming: usize,
     /// When set, the pump stops at the next message boundary instead of reading on.
     shutdown: Option<Arc<AtomicBool>>,
+    /// When notified, the pump calls [`Handler::idle`] at the next message boundary even though
+    /// nothing arrived (the handler has something of its own to write).
+    wake: Option<Arc<Notify>>,
 }
 
 impl Default for Pump {
@@ -118,12 +126,19 @@ impl Pump {
             out: BytesMut::new(),
             streaming: 0,
             shutdown: None,
+            wake: None,
         }
     }
 
     /// Stop at a message boundary once `flag` is set (checked whenever the pump would read).
     pub fn stop_on(mut self, flag: Arc<AtomicBool>) -> Self {
         self.shutdown = Some(flag);
+        self
+    }
+
+    /// Call [`Handler::idle`] at the next message boundary whenever `wake` is notified.
+    pub fn wake_on(mut self, wake: Arc<Notify>) -> Self {
+        self.wake = Some(wake);
         self
     }
 
@@ -170,10 +185,13 @@ impl Pump {
                     self.buf.truncate(MAX_READ_CHUNK);
                     self.buf.shrink_to_fit();
                 }
+            }
+            if self.streaming == 0 {
                 self.scratch.clear();
                 h.idle(&mut self.scratch);
                 if !self.scratch.is_empty() {
                     wr.write_all(&self.scratch).await.map_err(RelayError::Write)?;
+                    wr.flush().await.map_err(RelayError::Write)?;
                 }
             }
             // Room to read: at least half a chunk, and all a pending inspected message still lacks.
@@ -185,9 +203,15 @@ impl Pump {
             let at_boundary = self.streaming == 0;
             let shutdown = self.shutdown.as_deref();
             let free = &mut self.buf[self.tail..];
+            let mut woken = std::pin::pin!(self.wake.as_deref().map(Notify::notified));
             let read = std::future::poll_fn(|cx| {
                 if at_boundary && shutdown.is_some_and(|f| f.load(Ordering::Acquire)) {
                     return Poll::Ready(Ok(None));
+                }
+                if let Some(w) = woken.as_mut().as_pin_mut()
+                    && w.poll(cx).is_ready()
+                {
+                    return Poll::Ready(Ok(Some(WOKEN)));
                 }
                 let mut rb = ReadBuf::new(free);
                 match Pin::new(&mut *rd).poll_read(cx, &mut rb) {
@@ -198,6 +222,7 @@ impl Pump {
             });
             let n = match read.await.map_err(RelayError::Read)? {
                 Some(0) => return Ok(Stop::Eof),
+                Some(WOKEN) => continue,
                 Some(n) => n,
                 None => return Ok(Stop::Shutdown),
             };

@@ -139,6 +139,8 @@ pub struct RelaySession {
     pub nonce: String,
     /// Set to stop at the next message boundary toward the client.
     pub shutdown: Arc<AtomicBool>,
+    /// Notices from the hooks to write toward the client.
+    pub signals: Option<super::signals::SessionSignals>,
 }
 
 /// Relays one session until either side ends it.
@@ -161,6 +163,7 @@ where
         hooks,
         nonce,
         shutdown,
+        signals,
     } = session;
     let shared = Arc::new(Shared::new(nonce));
     let track = hooks.results.is_some();
@@ -187,11 +190,15 @@ where
         copying: false,
         aborted: false,
         row_buf: BytesMut::new(),
+        signals: signals.clone(),
     };
     let mut up_pump = Pump::with_buffer(&client_buffered);
     // Only the server-to-client pump stops for shutdown: it must not stop inside a message, since the
     // session's closing error follows on the same stream.
     let mut down_pump = Pump::default().stop_on(shutdown);
+    if let Some(s) = &signals {
+        down_pump = down_pump.wake_on(s.wake());
+    }
     let up_result = tokio::select! {
         r = up_pump.run(client_rd, server_wr, &mut up) => r,
         r = down_pump.run(server_rd, client_wr, &mut down) => {

@@ -16,6 +16,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::signals::SessionSignals;
 use super::{
     RelayError,
     cancel::{CancelRegistry, CancelTarget},
@@ -153,10 +154,12 @@ pub async fn serve(
         None
     };
     info!(connection = %conn.name, caller = %identity, application_name = %application_name, "session started");
+    let signals = SessionSignals::default();
     let key = shared.cancels.register(CancelTarget {
         upstream: conn.upstream.clone(),
         pid: upstream.facts.pid,
         secret: upstream.facts.secret,
+        signals: Some(signals.clone()),
     });
     let mut hello = BytesMut::new();
     backend::authentication_ok(&mut hello);
@@ -176,6 +179,7 @@ pub async fn serve(
             application_name,
             search_path,
             settings,
+            signals: signals.clone(),
         }),
         None => Hooks::default(),
     };
@@ -189,6 +193,7 @@ pub async fn serve(
         hooks,
         nonce: session_nonce(),
         shutdown: stop.clone(),
+        signals: shared.hooks.is_some().then_some(signals),
     };
     let relayed = {
         let (client_io, server_io) = (&mut client, &mut server);

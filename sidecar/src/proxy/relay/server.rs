@@ -7,6 +7,7 @@ use bytes::{Bytes, BytesMut};
 use tracing::debug;
 
 use super::{Expect, SENTINEL_PREFIX, Shared};
+use crate::proxy::signals::SessionSignals;
 use crate::proxy::{
     RelayError,
     hook::{Context, ResultHook, RowAction, Rows},
@@ -42,6 +43,8 @@ pub(super) struct ServerToClient {
     /// The hook ended the current statement: drop everything up to the next ReadyForQuery.
     pub(super) aborted: bool,
     pub(super) row_buf: BytesMut,
+    /// Notices the hooks send the client on their own, written between server messages.
+    pub(super) signals: Option<SessionSignals>,
 }
 
 impl ServerToClient {
@@ -302,6 +305,12 @@ impl ServerToClient {
 }
 
 impl Handler for ServerToClient {
+    fn idle(&mut self, scratch: &mut BytesMut) {
+        if let Some(s) = &self.signals {
+            s.take_notices(scratch);
+        }
+    }
+
     fn inspects(&mut self, tag: u8) -> bool {
         if self.aborted {
             return true;

@@ -1,0 +1,1139 @@
+//! The local approval store: ApprovalRequests as YAML files in a directory, for running without a
+//! cluster (DESIGN sections 6 and 9).
+//!
+//! # Files
+//!
+//! One file per request, `<dir>/<name>.yaml`, holding a full ApprovalRequest document — `apiVersion`,
+//! `kind`, `metadata` (`name`, `creationTimestamp`), `spec` (connection, requester, statement,
+//! fingerprint, rule, expiresAt) and `status` — the same object `kubectl get approvalrequest NAME -o
+//! yaml` shows in a cluster, readable as a [`Document`]. The directory is created with mode 0700 and
+//! the files with 0600: they hold SQL text, and whoever can write them can approve statements.
+//!
+//! Approving is setting `status.phase` to `Approved` (or `Denied`, optionally with `status.reason`) —
+//! by editing the file, the same gesture as `kubectl patch ... --subresource=status`, or with
+//! `dbward-sidecar approve NAME` / `deny NAME`, which also stamp `decidedBy` and `decidedAt`. A phase
+//! set by hand without `decidedAt` counts as decided when the file was last modified; the store writes
+//! that time back when it acts on the decision.
+//!
+//! # Latency
+//!
+//! [`ApprovalStore::decided`] polls the file every [`POLL_INTERVAL`] (200 ms): a `stat` per poll, and
+//! a read only when the file's inode, size or modification time changed. A decision is therefore seen
+//! within about 200 ms of the file being written. A removed file is believed only on two polls in a
+//! row (an editor that saves by renaming may leave the name empty for an instant).
+//!
+//! # Robustness
+//!
+//! Files larger than [`MAX_FILE_BYTES`], non-`.yaml` files and names that are not DNS-1123 labels are
+//! never read. A file a person broke (unparseable YAML, a misspelled phase, a changed spec) keeps its
+//! request waiting; the store logs one warning naming the request, never its SQL (the statement may
+//! hold personal data; the parse error, which may quote the file, is logged at debug only).
+//!
+//! Every write goes to a temporary file in the same directory, is fsynced, and is renamed over the
+//! request's file (new requests are linked into place, never overwriting), so several stores —
+//! several sidecar processes — on one directory never see or leave a half-written file. Updates are
+//! read-modify-write without a lock: if a person saves the file at the very moment the store updates
+//! it (marking it Expired after a timeout, recording a grant's use), one of the two writes wins, as
+//! with any two editors of one file. Two processes taking the same once-only grant at the same instant
+//! could both use it; within one process, grants and new requests are serialized.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    fs,
+    io::{self, Read, Write},
+    os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use dbward_crds::{
+    API_VERSION, ApiSpec, ApprovalPhase, ApprovalRequestSpec, ApprovalRequestStatus, Document, Metadata,
+    format_rfc3339, parse_rfc3339,
+};
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use tracing::{debug, info, warn};
+
+use super::{ApprovalError, ApprovalStore, Decision, NewRequest, Ticket, USED_AT_ANNOTATION, is_valid_name};
+
+#[cfg(test)]
+mod tests;
+
+/// How often [`ApprovalStore::decided`] looks at a waiting request's file.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// Files larger than this are not read (a request the store writes is a few KiB plus the statement).
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+/// Random characters at the end of a request's name.
+const NAME_SUFFIX_LEN: usize = 10;
+/// Consecutive polls that must find a waiting request's file gone before it counts as removed.
+const MISSING_POLLS: u32 = 2;
+/// Temporary files left by a crashed writer are removed when a store opens the directory after this.
+const STALE_TEMP: Duration = Duration::from_secs(600);
+/// How far in the future a `decidedAt` may lie (clocks of different machines) and still count.
+const CLOCK_SKEW: Duration = Duration::from_secs(60);
+/// The reason given when a waiting request's file disappears.
+pub const REMOVED_REASON: &str = "the request was removed";
+
+/// An ApprovalRequest file as written: the [`Document`] form, plus `metadata.creationTimestamp`,
+/// which [`Metadata`] does not carry (a `Document` reading the file ignores it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestFile {
+    api_version: String,
+    kind: String,
+    metadata: FileMetadata,
+    spec: ApprovalRequestSpec,
+    /// A file without status is Pending.
+    #[serde(default)]
+    status: ApprovalRequestStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FileMetadata {
+    name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    creation_timestamp: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    annotations: BTreeMap<String, String>,
+}
+
+/// One request as read from the directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// The request's name (the file is `<name>.yaml`).
+    pub name: String,
+    /// Its metadata (name, labels, annotations).
+    pub metadata: Metadata,
+    /// What is asked, and by whom.
+    pub spec: ApprovalRequestSpec,
+    /// The decision so far (Pending when the file has no status).
+    pub status: ApprovalRequestStatus,
+    /// `metadata.creationTimestamp`, when the file has one.
+    pub created_at: Option<SystemTime>,
+    /// `spec.expiresAt`.
+    pub expires_at: SystemTime,
+    /// When it was decided: `status.decidedAt`, or for a phase set by hand without it, when the file
+    /// was last modified. None while Pending.
+    pub decided_at: Option<SystemTime>,
+    /// When the file was last modified.
+    pub modified: SystemTime,
+    /// `metadata.creationTimestamp` as written, kept as is when the file is rewritten.
+    creation_timestamp: Option<String>,
+}
+
+impl Entry {
+    /// The phase.
+    pub fn phase(&self) -> ApprovalPhase {
+        self.status.phase
+    }
+
+    /// Pending and not past its expiresAt at `now`: a request a person can still decide.
+    pub fn is_open(&self, now: SystemTime) -> bool {
+        self.status.phase == ApprovalPhase::Pending && self.expires_at > now
+    }
+
+    /// Whether its grant was used ([`USED_AT_ANNOTATION`]).
+    pub fn is_used(&self) -> bool {
+        self.metadata.annotations.contains_key(USED_AT_ANNOTATION)
+    }
+
+    /// The request as a [`Document`] (with its status).
+    pub fn document(&self) -> Document<ApprovalRequestSpec, ApprovalRequestStatus> {
+        Document {
+            api_version: API_VERSION.to_owned(),
+            kind: ApprovalRequestSpec::KIND.to_owned(),
+            metadata: self.metadata.clone(),
+            spec: self.spec.clone(),
+            status: Some(self.status.clone()),
+        }
+    }
+
+    fn to_file(&self) -> RequestFile {
+        RequestFile {
+            api_version: API_VERSION.to_owned(),
+            kind: ApprovalRequestSpec::KIND.to_owned(),
+            metadata: FileMetadata {
+                name: self.name.clone(),
+                namespace: self.metadata.namespace.clone(),
+                creation_timestamp: self.creation_timestamp.clone(),
+                labels: self.metadata.labels.clone(),
+                annotations: self.metadata.annotations.clone(),
+            },
+            spec: self.spec.clone(),
+            status: self.status.clone(),
+        }
+    }
+
+    /// Checks a parsed file and makes it an entry; `name` is the file's stem.
+    fn from_file(
+        name: &str,
+        file: RequestFile,
+        modified: SystemTime,
+        path: &Path,
+    ) -> Result<Self, ApprovalError> {
+        let invalid = |message: String| ApprovalError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        if file.api_version != API_VERSION {
+            return Err(invalid(format!(
+                "apiVersion is {:?}, expected {API_VERSION:?}",
+                file.api_version
+            )));
+        }
+        if file.kind != ApprovalRequestSpec::KIND {
+            return Err(invalid(format!(
+                "kind is {:?}, expected \"ApprovalRequest\"",
+                file.kind
+            )));
+        }
+        if file.metadata.name != name {
+            return Err(invalid(format!(
+                "metadata.name is {:?} but the file is named {name}.yaml",
+                file.metadata.name
+            )));
+        }
+        if let Err(errors) = file.spec.validate() {
+            let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            return Err(invalid(list.join("; ")));
+        }
+        let time =
+            |field: &str, value: &str| parse_rfc3339(value).map_err(|e| invalid(format!("{field}: {e}")));
+        let expires_at = time("spec.expiresAt", &file.spec.expires_at)?;
+        let created_at = match &file.metadata.creation_timestamp {
+            Some(t) => Some(time("metadata.creationTimestamp", t)?),
+            None => None,
+        };
+        let decided_at = match (&file.status.decided_at, file.status.phase.is_final()) {
+            (Some(t), _) => Some(time("status.decidedAt", t)?),
+            (None, true) => Some(modified),
+            (None, false) => None,
+        };
+        if let Some(used) = file.metadata.annotations.get(USED_AT_ANNOTATION) {
+            time(&format!("metadata.annotations[{USED_AT_ANNOTATION}]"), used)?;
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            metadata: Metadata {
+                name: file.metadata.name,
+                namespace: file.metadata.namespace,
+                labels: file.metadata.labels,
+                annotations: file.metadata.annotations,
+            },
+            spec: file.spec,
+            status: file.status,
+            created_at,
+            expires_at,
+            decided_at,
+            modified,
+            creation_timestamp: file.metadata.creation_timestamp,
+        })
+    }
+}
+
+/// The requests of a directory, as [`DirStore::list`] reads them.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// Readable requests, oldest first.
+    pub entries: Vec<Entry>,
+    /// `(name, why)` for each `.yaml` file that cannot be read as a request.
+    pub broken: Vec<(String, String)>,
+}
+
+/// An [`ApprovalStore`] over a directory of ApprovalRequest files (see the module documentation).
+/// Cloning it shares the store.
+#[derive(Debug, Clone)]
+pub struct DirStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// The directory, canonical.
+    dir: PathBuf,
+    /// Parsed files by name, valid while the file's stamp is unchanged.
+    cache: Mutex<HashMap<String, (Stamp, Cached)>>,
+    /// Once-only grants this process used (also recorded in the files).
+    used: Mutex<HashSet<String>>,
+    /// The spec of each request this process made or reused, until it expires: a waiter compares the
+    /// file with it, so a spec edited by hand cannot be what gets approved.
+    specs: Mutex<HashMap<String, (SystemTime, ApprovalRequestSpec)>>,
+    /// Serializes `request` (look for a pending twin, then create) within the process.
+    request_lock: Mutex<()>,
+    /// Serializes `take_grant` within the process.
+    grant_lock: Mutex<()>,
+}
+
+type Cached = Result<Arc<Entry>, String>;
+
+/// What identifies a version of a file without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+}
+
+impl Stamp {
+    fn of(m: &fs::Metadata) -> Self {
+        Self {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: m.mtime(),
+            mtime_nsec: m.mtime_nsec(),
+        }
+    }
+}
+
+/// One look at a file.
+enum FileState {
+    Missing,
+    /// It exists but is not a readable, valid request.
+    Broken(Stamp, ApprovalError),
+    Ok(Stamp, Box<Entry>),
+}
+
+/// One poll of a waiting request.
+enum Poll {
+    Missing,
+    Unchanged,
+    Broken(Option<Stamp>, ApprovalError),
+    Read(Stamp, Box<Entry>),
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn io_error(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ApprovalError {
+    let path = path.to_owned();
+    move |error| ApprovalError::Io { what, path, error }
+}
+
+impl DirStore {
+    /// A store over `dir`, creating it (mode 0700, with missing parents) if it does not exist.
+    pub fn new(dir: impl Into<PathBuf>) -> Result<Self, ApprovalError> {
+        let dir = dir.into();
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(io_error("create the approvals directory", &dir))?;
+        Self::open(dir)
+    }
+
+    /// A store over an existing directory (the CLI: a mistyped path is an error, not a new directory).
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self, ApprovalError> {
+        let dir = dir.into();
+        let what = "open the approvals directory";
+        let meta = fs::metadata(&dir).map_err(io_error(what, &dir))?;
+        if !meta.is_dir() {
+            return Err(io_error(what, &dir)(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                "not a directory",
+            )));
+        }
+        let dir = fs::canonicalize(&dir).map_err(io_error(what, &dir))?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            warn!(
+                dir = %dir.display(),
+                "the approvals directory is open to other users: whoever can write in it can approve statements (chmod 700 it)"
+            );
+        }
+        remove_stale_temp_files(&dir);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                dir,
+                cache: Mutex::default(),
+                used: Mutex::default(),
+                specs: Mutex::default(),
+                request_lock: Mutex::default(),
+                grant_lock: Mutex::default(),
+            }),
+        })
+    }
+
+    /// The directory (canonical).
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The file of request `name`.
+    pub fn path_of(&self, name: &str) -> PathBuf {
+        self.inner.path(name)
+    }
+
+    /// Every request in the directory, oldest first, and the files that cannot be read.
+    pub fn list(&self) -> Result<Listing, ApprovalError> {
+        let scan = self.inner.scan()?;
+        let mut entries: Vec<Entry> = scan.entries.iter().map(|e| (**e).clone()).collect();
+        entries.sort_by(|a, b| {
+            (a.created_at.unwrap_or(a.modified), &a.name).cmp(&(b.created_at.unwrap_or(b.modified), &b.name))
+        });
+        Ok(Listing {
+            entries,
+            broken: scan.broken,
+        })
+    }
+
+    /// Request `name`; [`ApprovalError::NotFound`] (listing the pending ones) when there is none.
+    pub fn get(&self, name: &str) -> Result<Entry, ApprovalError> {
+        check_name(name)?;
+        match self.inner.read(name)? {
+            FileState::Ok(_, entry) => Ok(*entry),
+            FileState::Broken(_, e) => Err(e),
+            FileState::Missing => Err(self.inner.not_found(name, SystemTime::now())),
+        }
+    }
+
+    /// A person's decision: sets request `name` to `phase` (Approved or Denied) with `decidedBy` =
+    /// `decided_by`, `decidedAt` = now and `reason`, and returns the updated request. Refuses a request
+    /// that is unknown, already decided, or Pending past its expiresAt.
+    pub fn decide(
+        &self,
+        name: &str,
+        phase: ApprovalPhase,
+        decided_by: &str,
+        reason: Option<&str>,
+    ) -> Result<Entry, ApprovalError> {
+        if !matches!(phase, ApprovalPhase::Approved | ApprovalPhase::Denied) {
+            return Err(ApprovalError::InvalidRequest(format!(
+                "a person approves or denies; {phase} is not a decision"
+            )));
+        }
+        check_name(name)?;
+        let now = SystemTime::now();
+        let updated = self.inner.update(name, |entry| {
+            if entry.status.phase.is_final() {
+                return Err(ApprovalError::AlreadyDecided {
+                    name: entry.name.clone(),
+                    phase: entry.status.phase,
+                    decided_by: entry.status.decided_by.clone(),
+                });
+            }
+            if entry.expires_at <= now {
+                return Err(ApprovalError::PastExpiry {
+                    name: entry.name.clone(),
+                    expires_at: entry.spec.expires_at.clone(),
+                });
+            }
+            entry.status = ApprovalRequestStatus {
+                phase,
+                decided_by: Some(decided_by.to_owned()),
+                decided_at: Some(format_rfc3339(now)),
+                reason: reason.map(str::to_owned),
+            };
+            entry.decided_at = parse_rfc3339(&format_rfc3339(now)).ok();
+            Ok((true, entry.clone()))
+        })?;
+        match updated {
+            Some(entry) => {
+                debug!(request = %name, %phase, by = %decided_by, "approval request decided");
+                Ok(entry)
+            }
+            None => Err(self.inner.not_found(name, now)),
+        }
+    }
+
+    /// The command that denies `name`, the counterpart of [`ApprovalStore::approve_hint`].
+    pub fn deny_hint(&self, name: &str) -> String {
+        self.inner.hint("deny", name)
+    }
+}
+
+impl ApprovalStore for DirStore {
+    fn request(&self, req: NewRequest) -> BoxFuture<'static, Result<Ticket, ApprovalError>> {
+        let inner = self.inner.clone();
+        Box::pin(blocking(move || inner.request(req, SystemTime::now())))
+    }
+
+    fn decided(&self, name: &str) -> BoxFuture<'static, Result<Decision, ApprovalError>> {
+        let inner = self.inner.clone();
+        let name = name.to_owned();
+        Box::pin(async move {
+            check_name(&name)?;
+            inner.wait(name).await
+        })
+    }
+
+    fn expire(&self, name: &str, reason: &str) -> BoxFuture<'static, Result<(), ApprovalError>> {
+        let inner = self.inner.clone();
+        let (name, reason) = (name.to_owned(), reason.to_owned());
+        Box::pin(async move {
+            check_name(&name)?;
+            blocking(move || inner.expire(&name, &reason, SystemTime::now())).await
+        })
+    }
+
+    fn take_grant(
+        &self,
+        subject: &str,
+        fingerprint: &str,
+        window: Duration,
+        once: bool,
+    ) -> BoxFuture<'static, Result<Option<String>, ApprovalError>> {
+        let inner = self.inner.clone();
+        let (subject, fingerprint) = (subject.to_owned(), fingerprint.to_owned());
+        Box::pin(blocking(move || {
+            inner.take_grant(&subject, &fingerprint, window, once, SystemTime::now())
+        }))
+    }
+
+    fn approve_hint(&self, name: &str) -> String {
+        self.inner.hint("approve", name)
+    }
+}
+
+/// Runs file work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApprovalError> + Send + 'static,
+) -> Result<T, ApprovalError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApprovalError::Task(e.to_string()))?
+}
+
+fn check_name(name: &str) -> Result<(), ApprovalError> {
+    if is_valid_name(name) {
+        Ok(())
+    } else {
+        Err(ApprovalError::InvalidName {
+            name: name.to_owned(),
+        })
+    }
+}
+
+/// The directory's readable requests and the names of its broken files.
+struct Scan {
+    entries: Vec<Arc<Entry>>,
+    broken: Vec<(String, String)>,
+}
+
+/// How a file is put in place.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Put {
+    /// A new request: never overwrite (false when the name is taken).
+    Create,
+    /// An update: replace the file.
+    Replace,
+}
+
+impl Inner {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.yaml"))
+    }
+
+    fn hint(&self, verb: &str, name: &str) -> String {
+        format!(
+            "dbward-sidecar {verb} {name} --approvals {}",
+            shell_quote(&self.dir.to_string_lossy())
+        )
+    }
+
+    fn read(&self, name: &str) -> Result<FileState, ApprovalError> {
+        read_file(&self.path(name), name)
+    }
+
+    fn not_found(&self, name: &str, now: SystemTime) -> ApprovalError {
+        let mut pending: Vec<String> = match self.scan() {
+            Ok(scan) => scan
+                .entries
+                .iter()
+                .filter(|e| e.is_open(now))
+                .map(|e| e.name.clone())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        pending.sort();
+        ApprovalError::NotFound {
+            name: name.to_owned(),
+            dir: self.dir.clone(),
+            pending,
+        }
+    }
+
+    /// Reads every request file, re-reading only those that changed since the last scan.
+    fn scan(&self) -> Result<Scan, ApprovalError> {
+        let what = "list the approvals directory";
+        let dir = fs::read_dir(&self.dir).map_err(io_error(what, &self.dir))?;
+        let mut cache = lock(&self.cache);
+        let mut seen = HashSet::new();
+        let mut scan = Scan {
+            entries: Vec::new(),
+            broken: Vec::new(),
+        };
+        for item in dir {
+            let item = item.map_err(io_error(what, &self.dir))?;
+            let file_name = item.file_name();
+            let Some(name) = file_name.to_str().and_then(|f| f.strip_suffix(".yaml")) else {
+                continue;
+            };
+            if !is_valid_name(name) {
+                continue;
+            }
+            let path = item.path();
+            let meta = match fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    scan.broken.push((name.to_owned(), e.to_string()));
+                    continue;
+                }
+            };
+            seen.insert(name.to_owned());
+            let stamp = Stamp::of(&meta);
+            if let Some((cached_stamp, cached)) = cache.get(name)
+                && *cached_stamp == stamp
+            {
+                match cached {
+                    Ok(entry) => scan.entries.push(entry.clone()),
+                    Err(why) => scan.broken.push((name.to_owned(), why.clone())),
+                }
+                continue;
+            }
+            match read_file(&path, name) {
+                Ok(FileState::Missing) => {
+                    seen.remove(name);
+                }
+                Ok(FileState::Ok(stamp, entry)) => {
+                    let entry: Arc<Entry> = Arc::from(entry);
+                    scan.entries.push(entry.clone());
+                    cache.insert(name.to_owned(), (stamp, Ok(entry)));
+                }
+                Ok(FileState::Broken(stamp, e)) => {
+                    warn_broken(name, &e);
+                    scan.broken.push((name.to_owned(), e.to_string()));
+                    cache.insert(name.to_owned(), (stamp, Err(e.to_string())));
+                }
+                Err(e) => scan.broken.push((name.to_owned(), e.to_string())),
+            }
+        }
+        cache.retain(|name, _| seen.contains(name));
+        Ok(scan)
+    }
+
+    /// Writes `entry` as its file, atomically: a temporary file, fsynced, then renamed (or, for
+    /// [`Put::Create`], linked) into place. Returns false when creating and the name is taken.
+    fn write(&self, entry: &Entry, put: Put) -> Result<bool, ApprovalError> {
+        let path = self.path(&entry.name);
+        let yaml = serde_saphyr::to_string(&entry.to_file()).map_err(|e| ApprovalError::Invalid {
+            path: path.clone(),
+            message: format!("cannot be written as YAML: {e}"),
+        })?;
+        let text = format!(
+            "# A statement dbward-sidecar holds until a person decides. Approve or deny it with\n\
+             #   {}\n\
+             #   {} --reason TEXT\n\
+             # or by setting status.phase below to Approved or Denied (and, if you like, status.reason).\n\
+             {yaml}",
+            self.hint("approve", &entry.name),
+            self.hint("deny", &entry.name),
+        );
+        let tmp = self
+            .dir
+            .join(format!(".{}.yaml.{}.tmp", entry.name, random_suffix()?));
+        let result = write_temp(&tmp, text.as_bytes()).and_then(|()| match put {
+            Put::Replace => fs::rename(&tmp, &path)
+                .map(|()| true)
+                .map_err(io_error("replace the approval request file", &path)),
+            Put::Create => create_from(&tmp, &path),
+        });
+        let _ = fs::remove_file(&tmp);
+        if result.is_ok()
+            && let Ok(dir) = fs::File::open(&self.dir)
+        {
+            // Make the rename durable; not every file system can sync a directory.
+            let _ = dir.sync_all();
+        }
+        result
+    }
+
+    /// Reads request `name`, lets `f` change it, and writes it back when `f` says so. None when the
+    /// file does not exist; a broken file is an error.
+    fn update<T>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut Entry) -> Result<(bool, T), ApprovalError>,
+    ) -> Result<Option<T>, ApprovalError> {
+        match self.read(name)? {
+            FileState::Missing => Ok(None),
+            FileState::Broken(_, e) => Err(e),
+            FileState::Ok(_, mut entry) => {
+                let (write, out) = f(&mut entry)?;
+                if write {
+                    self.write(&entry, Put::Replace)?;
+                }
+                Ok(Some(out))
+            }
+        }
+    }
+
+    fn request(&self, req: NewRequest, now: SystemTime) -> Result<Ticket, ApprovalError> {
+        let expires_at = now
+            .checked_add(req.timeout)
+            .map(round_up_to_second)
+            .ok_or_else(|| ApprovalError::InvalidRequest(format!("timeout {:?} is too long", req.timeout)))?;
+        let spec = ApprovalRequestSpec {
+            connection: req.connection,
+            requester: req.requester,
+            statement: req.statement,
+            fingerprint: req.fingerprint,
+            rule: req.rule,
+            expires_at: format_rfc3339(expires_at),
+        };
+        if let Err(errors) = spec.validate() {
+            let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            return Err(ApprovalError::InvalidRequest(list.join("; ")));
+        }
+        let _serial = lock(&self.request_lock);
+        let scan = self.scan()?;
+        let twin = scan
+            .entries
+            .iter()
+            .filter(|e| {
+                e.is_open(now)
+                    && e.spec.requester.subject == spec.requester.subject
+                    && e.spec.fingerprint == spec.fingerprint
+                    && e.spec.connection == spec.connection
+            })
+            .max_by_key(|e| e.expires_at);
+        if let Some(twin) = twin {
+            debug!(request = %twin.name, "an identical request is pending: reusing it");
+            self.remember(&twin.name, twin.expires_at, &twin.spec, now);
+            return Ok(Ticket {
+                name: twin.name.clone(),
+                reused: true,
+                expires_at: twin.expires_at,
+            });
+        }
+        let created = format_rfc3339(now);
+        for _ in 0..8 {
+            let name = new_name(&spec.connection)?;
+            let entry = Entry {
+                name: name.clone(),
+                metadata: Metadata {
+                    name: name.clone(),
+                    ..Metadata::default()
+                },
+                spec: spec.clone(),
+                status: ApprovalRequestStatus::default(),
+                created_at: parse_rfc3339(&created).ok(),
+                expires_at,
+                decided_at: None,
+                modified: now,
+                creation_timestamp: Some(created.clone()),
+            };
+            if self.write(&entry, Put::Create)? {
+                self.remember(&name, expires_at, &spec, now);
+                info!(request = %name, connection = %spec.connection, rule = %spec.rule, "approval request created");
+                return Ok(Ticket {
+                    name,
+                    reused: false,
+                    expires_at,
+                });
+            }
+        }
+        Err(ApprovalError::Task(
+            "no free request name after 8 tries".to_owned(),
+        ))
+    }
+
+    /// Remembers the spec of a request this process asked for (and forgets those expired).
+    fn remember(&self, name: &str, expires_at: SystemTime, spec: &ApprovalRequestSpec, now: SystemTime) {
+        let mut specs = lock(&self.specs);
+        specs.retain(|_, (expires, _)| *expires > now);
+        specs.insert(name.to_owned(), (expires_at, spec.clone()));
+    }
+
+    fn expire(&self, name: &str, reason: &str, now: SystemTime) -> Result<(), ApprovalError> {
+        let expired = self.update(name, |entry| {
+            if entry.status.phase.is_final() {
+                return Ok((false, false));
+            }
+            entry.status = ApprovalRequestStatus {
+                phase: ApprovalPhase::Expired,
+                decided_by: None,
+                decided_at: Some(format_rfc3339(now)),
+                reason: Some(reason.to_owned()),
+            };
+            Ok((true, true))
+        })?;
+        match expired {
+            Some(true) => info!(request = %name, %reason, "approval request expired"),
+            Some(false) => debug!(request = %name, "approval request already decided: not expired"),
+            None => debug!(request = %name, "approval request file gone: nothing to expire"),
+        }
+        Ok(())
+    }
+
+    fn take_grant(
+        &self,
+        subject: &str,
+        fingerprint: &str,
+        window: Duration,
+        once: bool,
+        now: SystemTime,
+    ) -> Result<Option<String>, ApprovalError> {
+        let _serial = lock(&self.grant_lock);
+        let usable = |e: &Entry, used: &HashSet<String>| {
+            e.status.phase == ApprovalPhase::Approved
+                && e.spec.requester.subject == subject
+                && e.spec.fingerprint == fingerprint
+                && e.decided_at
+                    .is_some_and(|at| within(at, e.expires_at, window, now))
+                && (!once || (!e.is_used() && !used.contains(&e.name)))
+        };
+        let scan = self.scan()?;
+        let mut candidates: Vec<&Arc<Entry>> = {
+            let used = lock(&self.used);
+            scan.entries.iter().filter(|e| usable(e, &used)).collect()
+        };
+        candidates.sort_by_key(|e| e.decided_at);
+        for candidate in candidates {
+            let name = &candidate.name;
+            let marked = self.update(name, |entry| {
+                // The file may have changed since the scan.
+                if !usable(entry, &lock(&self.used)) {
+                    return Ok((false, false));
+                }
+                let mut write = false;
+                if entry.status.decided_at.is_none() {
+                    entry.status.decided_at = entry.decided_at.map(format_rfc3339);
+                    write = true;
+                }
+                if !entry.is_used() {
+                    entry
+                        .metadata
+                        .annotations
+                        .insert(USED_AT_ANNOTATION.to_owned(), format_rfc3339(now));
+                    write = true;
+                }
+                Ok((write, true))
+            });
+            match marked {
+                Ok(Some(true)) => {
+                    if once {
+                        lock(&self.used).insert(name.clone());
+                    }
+                    info!(request = %name, once, "approval grant used");
+                    return Ok(Some(name.clone()));
+                }
+                Ok(Some(false) | None) => {}
+                Err(
+                    e @ (ApprovalError::Parse { .. }
+                    | ApprovalError::Invalid { .. }
+                    | ApprovalError::TooLarge { .. }),
+                ) => warn_broken(name, &e),
+                // A once-only grant whose use cannot be recorded is not used: fail closed.
+                Err(e) if once => return Err(e),
+                Err(e) => {
+                    warn!(request = %name, error = %e, "could not record the use of an approval grant");
+                    return Ok(Some(name.clone()));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// One look at a waiting request's file: re-read only when its stamp changed.
+    fn poll(&self, name: &str, last: Option<Stamp>) -> Poll {
+        let path = self.path(name);
+        match fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Poll::Missing,
+            Err(e) => return Poll::Broken(None, io_error("look at the approval request file", &path)(e)),
+            Ok(m) if Some(Stamp::of(&m)) == last => return Poll::Unchanged,
+            Ok(_) => {}
+        }
+        match read_file(&path, name) {
+            Ok(FileState::Missing) => Poll::Missing,
+            Ok(FileState::Broken(stamp, e)) => Poll::Broken(Some(stamp), e),
+            Ok(FileState::Ok(stamp, entry)) => Poll::Read(stamp, entry),
+            Err(e) => Poll::Broken(None, e),
+        }
+    }
+
+    /// Polls request `name` until it is decided or its file is gone.
+    async fn wait(self: Arc<Self>, name: String) -> Result<Decision, ApprovalError> {
+        let mut last: Option<Stamp> = None;
+        let mut missing = 0;
+        let mut warned = false;
+        // The spec as asked; for a request another process made, as first read.
+        let mut spec: Option<ApprovalRequestSpec> = lock(&self.specs).get(&name).map(|(_, s)| s.clone());
+        loop {
+            let poll = {
+                let (inner, name) = (self.clone(), name.clone());
+                blocking(move || Ok(inner.poll(&name, last))).await?
+            };
+            if !matches!(poll, Poll::Missing) {
+                missing = 0;
+            }
+            match poll {
+                Poll::Missing => {
+                    missing += 1;
+                    if missing >= MISSING_POLLS {
+                        info!(request = %name, "approval request file removed: the request counts as expired");
+                        return Ok(Decision {
+                            phase: ApprovalPhase::Expired,
+                            decided_by: None,
+                            decided_at: None,
+                            reason: Some(REMOVED_REASON.to_owned()),
+                        });
+                    }
+                }
+                Poll::Unchanged => {}
+                Poll::Broken(stamp, e) => {
+                    last = stamp;
+                    if !warned {
+                        warn_broken(&name, &e);
+                        warned = true;
+                    }
+                }
+                Poll::Read(stamp, entry) => {
+                    last = Some(stamp);
+                    let first = spec.get_or_insert_with(|| entry.spec.clone());
+                    if *first != entry.spec {
+                        if !warned {
+                            warn!(
+                                request = %name,
+                                "the approval request's spec was changed (it is immutable): the request keeps waiting until the spec is restored"
+                            );
+                            warned = true;
+                        }
+                    } else if entry.status.phase.is_final() {
+                        if entry.status.decided_at.is_none() {
+                            self.stamp_decided_at(&name).await;
+                        }
+                        return Ok(Decision {
+                            phase: entry.status.phase,
+                            decided_by: entry.status.decided_by,
+                            decided_at: entry.decided_at,
+                            reason: entry.status.reason,
+                        });
+                    } else {
+                        warned = false;
+                    }
+                }
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Writes `decidedAt` (the file's modification time) into a request decided by hand without it.
+    async fn stamp_decided_at(self: &Arc<Self>, name: &str) {
+        let (inner, name) = (self.clone(), name.to_owned());
+        let result = blocking(move || {
+            inner.update(&name, |entry| {
+                if !entry.status.phase.is_final() || entry.status.decided_at.is_some() {
+                    return Ok((false, ()));
+                }
+                entry.status.decided_at = entry.decided_at.map(format_rfc3339);
+                Ok((true, ()))
+            })
+        })
+        .await;
+        if let Err(e) = result {
+            debug!(error = %e, "could not record decidedAt");
+        }
+    }
+}
+
+/// Whether a grant decided at `decided_at` may be used at `now`: less than `window` ago, not after the
+/// request expired, and not (beyond clock skew) in the future.
+fn within(decided_at: SystemTime, expires_at: SystemTime, window: Duration, now: SystemTime) -> bool {
+    if decided_at > expires_at {
+        return false;
+    }
+    match now.duration_since(decided_at) {
+        Ok(age) => age < window,
+        Err(ahead) => ahead.duration() <= CLOCK_SKEW,
+    }
+}
+
+fn warn_broken(name: &str, e: &ApprovalError) {
+    warn!(
+        request = %name,
+        "the approval request file cannot be read (run `dbward-sidecar approvals --all` to see why); the request keeps waiting"
+    );
+    debug!(request = %name, error = %e, "why the approval request file cannot be read");
+}
+
+/// Reads and checks one request file: bounded, a regular file, valid YAML, a valid ApprovalRequest
+/// named like the file. I/O errors other than "not found" are errors.
+fn read_file(path: &Path, name: &str) -> Result<FileState, ApprovalError> {
+    let what = "read the approval request file";
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(FileState::Missing),
+        Err(e) => return Err(io_error(what, path)(e)),
+    };
+    let stamp = Stamp::of(&meta);
+    if !meta.is_file() {
+        return Ok(FileState::Broken(
+            stamp,
+            ApprovalError::Invalid {
+                path: path.to_owned(),
+                message: "not a regular file".to_owned(),
+            },
+        ));
+    }
+    let too_large = || ApprovalError::TooLarge {
+        path: path.to_owned(),
+        max: MAX_FILE_BYTES,
+    };
+    if meta.len() > MAX_FILE_BYTES {
+        return Ok(FileState::Broken(stamp, too_large()));
+    }
+    let mut file = match fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(FileState::Missing),
+        Err(e) => return Err(io_error(what, path)(e)),
+    };
+    let meta = file.metadata().map_err(io_error(what, path))?;
+    let stamp = Stamp::of(&meta);
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    (&mut file)
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_error(what, path))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Ok(FileState::Broken(stamp, too_large()));
+    }
+    let modified = meta.modified().unwrap_or(UNIX_EPOCH);
+    let parsed = std::str::from_utf8(&bytes)
+        .map_err(|_| "not UTF-8 text".to_owned())
+        .and_then(|text| {
+            // No source snippet in the message: it would quote the file, SQL included.
+            let options = serde_saphyr::options! { with_snippet: false };
+            serde_saphyr::from_str_with_options::<RequestFile>(text, options).map_err(|e| e.to_string())
+        });
+    let entry = parsed
+        .map_err(|message| ApprovalError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+        .and_then(|file| Entry::from_file(name, file, modified, path));
+    Ok(match entry {
+        Ok(entry) => FileState::Ok(stamp, Box::new(entry)),
+        Err(e) => FileState::Broken(stamp, e),
+    })
+}
+
+/// Writes `bytes` to a new file at `tmp` (mode 0600) and fsyncs it.
+fn write_temp(tmp: &Path, bytes: &[u8]) -> Result<(), ApprovalError> {
+    let what = "write a temporary approval request file";
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(tmp)
+        .map_err(io_error(what, tmp))?;
+    file.write_all(bytes).map_err(io_error(what, tmp))?;
+    file.sync_all().map_err(io_error(what, tmp))
+}
+
+/// Puts `tmp` at `path` unless `path` exists (a hard link is atomic and never overwrites; where the
+/// file system has no hard links, a check then a rename). False when `path` exists.
+fn create_from(tmp: &Path, path: &Path) -> Result<bool, ApprovalError> {
+    let what = "create the approval request file";
+    match fs::hard_link(tmp, path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(_) => {
+            if fs::symlink_metadata(path).is_ok() {
+                return Ok(false);
+            }
+            fs::rename(tmp, path).map_err(io_error(what, path))?;
+            Ok(true)
+        }
+    }
+}
+
+/// Removes temporary files a crashed writer left (`.<name>.yaml.<random>.tmp`, older than
+/// [`STALE_TEMP`]). Best effort.
+fn remove_stale_temp_files(dir: &Path) {
+    let Ok(items) = fs::read_dir(dir) else {
+        return;
+    };
+    let now = SystemTime::now();
+    for item in items.flatten() {
+        let file_name = item.file_name();
+        let Some(f) = file_name.to_str() else {
+            continue;
+        };
+        if !(f.starts_with('.') && f.ends_with(".tmp") && f.contains(".yaml.")) {
+            continue;
+        }
+        let stale = item
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| now.duration_since(t).is_ok_and(|age| age > STALE_TEMP));
+        if stale {
+            let _ = fs::remove_file(item.path());
+        }
+    }
+}
+
+/// A new request name: `<connection>-<10 random lower-case letters and digits>`, the connection part
+/// made a DNS label and cut so that the whole is at most 63 characters.
+fn new_name(connection: &str) -> Result<String, ApprovalError> {
+    let mut prefix: String = connection
+        .chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    prefix.truncate(63 - 1 - NAME_SUFFIX_LEN);
+    let prefix = prefix.trim_matches('-');
+    let prefix = if prefix.is_empty() { "approval" } else { prefix };
+    Ok(format!("{prefix}-{}", random_suffix()?))
+}
+
+/// [`NAME_SUFFIX_LEN`] random characters from `[a-z0-9]`, uniformly (bytes ≥ 252 are drawn again).
+fn random_suffix() -> Result<String, ApprovalError> {
+    const ALPHABET: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = String::with_capacity(NAME_SUFFIX_LEN);
+    while out.len() < NAME_SUFFIX_LEN {
+        let mut bytes = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut bytes).map_err(|_| ApprovalError::Random)?;
+        for b in bytes {
+            if b < 252 && out.len() < NAME_SUFFIX_LEN {
+                out.push(char::from(ALPHABET[usize::from(b % 36)]));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `t` rounded up to a whole second (the files hold whole seconds; a request never closes early).
+fn round_up_to_second(t: SystemTime) -> SystemTime {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) if d.subsec_nanos() > 0 => UNIX_EPOCH + Duration::from_secs(d.as_secs().saturating_add(1)),
+        _ => t,
+    }
+}
+
+/// `s` as one shell word: as is when it is plain, else in single quotes.
+pub(crate) fn shell_quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+:@%,=".contains(&b));
+    if plain {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
