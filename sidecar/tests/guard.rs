@@ -421,10 +421,67 @@ spec:
     assert_eq!(simple_values(&c, "select x from t").await, vec!["1"]);
     let e = c.simple_query("select * from guard_b.t").await.unwrap_err();
     assert_eq!(code(&e).as_deref(), Some("42501"));
+    // A SET earlier in the same string counts for the statements after it.
+    for sql in [
+        "set search_path = guard_b; select * from t",
+        "select set_config('search_path', 'guard_b', false); select * from t",
+        "begin; set local search_path = guard_b; select * from t; commit",
+    ] {
+        let fresh = connect(&g.proxy.app()).await.unwrap();
+        fresh.batch_execute("set search_path to guard_a").await.unwrap();
+        let e = fresh.simple_query(sql).await.unwrap_err();
+        assert_eq!(code(&e).as_deref(), Some("42501"), "{sql}: {e}");
+    }
     // After a SET the server may or may not have applied, both paths count: refused.
     c.batch_execute("set search_path to guard_b").await.unwrap();
     let e = c.simple_query("select * from t").await.unwrap_err();
     assert_eq!(code(&e).as_deref(), Some("42501"));
+}
+
+/// An error can quote a masked value even when the statement's rows need no masking.
+#[tokio::test]
+async fn errors_of_statements_without_masked_rows_are_scrubbed_too() {
+    let g = guarded().await;
+    let secrets = secrets().await;
+    for sql in [
+        "select id from customers where email::int = 1",
+        "select count(*) from customers where ssn::int > 0",
+    ] {
+        // A fresh session: nothing masked has been described on it yet.
+        let c = connect(&g.proxy.app()).await.unwrap();
+        let e = c.simple_query(sql).await.unwrap_err();
+        let text = format!("{e:?}");
+        assert!(
+            !secrets.iter().any(|s| text.contains(s.as_str())),
+            "{sql}: {text}"
+        );
+        let c = connect(&g.proxy.app()).await.unwrap();
+        let e = c.query(sql, &[]).await.unwrap_err();
+        let text = format!("{e:?}");
+        assert!(
+            !secrets.iter().any(|s| text.contains(s.as_str())),
+            "{sql}: {text}"
+        );
+    }
+}
+
+/// A table created in the client's open transaction is invisible to the catalog's own session: its
+/// rows still come back (masked as untraceable), instead of the sidecar reloading forever.
+#[tokio::test]
+async fn a_table_created_in_the_open_transaction_can_be_read() {
+    let g = guarded().await;
+    let c = connect(&g.proxy.app()).await.unwrap();
+    c.batch_execute("begin; create table scratch_in_tx (x int); insert into scratch_in_tx values (1)")
+        .await
+        .unwrap();
+    let r = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        c.simple_query("select x from scratch_in_tx"),
+    )
+    .await
+    .expect("an answer, not an endless catalog reload");
+    assert!(r.is_ok(), "{r:?}");
+    c.batch_execute("rollback").await.unwrap();
 }
 
 #[tokio::test]

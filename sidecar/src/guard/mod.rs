@@ -133,13 +133,18 @@ impl Guard {
 impl SessionHooks for Guard {
     fn open(&self, session: &SessionInfo) -> Hooks {
         let conn = self.shared.connections.get(&session.connection).cloned();
+        let masks = Arc::new(std::sync::atomic::AtomicBool::new(false));
         Hooks {
             statements: Some(Box::new(statements::GuardStatements::new(
                 self.shared.clone(),
                 conn,
                 session,
+                masks.clone(),
             ))),
-            results: Some(Box::new(results::GuardResults::new(self.shared.key.clone()))),
+            results: Some(Box::new(results::GuardResults::new(
+                self.shared.key.clone(),
+                masks,
+            ))),
             describe_portals: false,
         }
     }

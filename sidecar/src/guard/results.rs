@@ -75,10 +75,14 @@ pub(super) struct GuardResults {
     views: ViewCache,
     /// The caller's masks apply to messages: errors, notices and notifications are scrubbed.
     scrub: bool,
+    /// Set by the statement half when the caller masks anything: messages are scrubbed even for
+    /// statements whose rows needed no inspection (an error can quote a value they read).
+    masks: Arc<std::sync::atomic::AtomicBool>,
+    last_reload: Option<std::time::Instant>,
 }
 
 impl GuardResults {
-    pub(super) fn new(key: MaskKey) -> Self {
+    pub(super) fn new(key: MaskKey, masks: Arc<std::sync::atomic::AtomicBool>) -> Self {
         Self {
             key,
             plan: RowPlan::default(),
@@ -92,6 +96,8 @@ impl GuardResults {
             catalog_error: Arc::default(),
             views: ViewCache::default(),
             scrub: false,
+            masks,
+            last_reload: None,
         }
     }
 
@@ -113,9 +119,16 @@ impl GuardResults {
     ) -> Result<Arc<CatalogSnapshot>, Rows> {
         let snapshot = ctx.catalog.current().unwrap_or_else(|| ctx.snapshot.clone());
         let unknown = oids.filter(|&o| o != 0).any(|o| snapshot.relation(o).is_none());
-        if !unknown || snapshot.version() <= self.reloaded_past {
+        // One reload per unknown table a second: a table created in the client's open transaction
+        // stays invisible to the catalog's own session however often it reloads (its columns then get
+        // the caller's strongest mask).
+        let recently = self
+            .last_reload
+            .is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1));
+        if !unknown || snapshot.version() <= self.reloaded_past || recently {
             return Ok(snapshot);
         }
+        self.last_reload = Some(std::time::Instant::now());
         if let Some(e) = take_error(&self.catalog_error) {
             return Err(Rows::Abort {
                 code: "58000".into(),
@@ -345,7 +358,7 @@ impl ResultHook for GuardResults {
     }
 
     fn wants_messages(&self) -> bool {
-        self.scrub
+        self.scrub || self.masks.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn message(&mut self, tag: u8, body: &[u8], out: &mut BytesMut) -> bool {

@@ -71,6 +71,8 @@ pub(super) struct GuardStatements {
     binding_held: bool,
     /// The portal being executed, while an Execute is judged.
     executing: Option<String>,
+    /// Tells the result half the caller masks anything (so it scrubs error messages).
+    masks: Arc<std::sync::atomic::AtomicBool>,
     /// The session's statement_timeout when it opened, in ms (0 or `None`: none).
     opened_timeout: Option<u64>,
     /// A load of the catalog this session waited for failed.
@@ -85,6 +87,7 @@ impl GuardStatements {
         shared: Arc<GuardShared>,
         conn: Option<Arc<GuardConnection>>,
         info: &SessionInfo,
+        masks: Arc<std::sync::atomic::AtomicBool>,
     ) -> Self {
         let initial = info.search_path.as_deref().map(parse_search_path);
         let (approvals_store, reminder) = (shared.approvals.clone(), shared.reminder);
@@ -113,6 +116,7 @@ impl GuardStatements {
             }),
             binding_held: false,
             executing: None,
+            masks,
             opened_timeout: info
                 .settings
                 .iter()
@@ -138,6 +142,10 @@ impl GuardStatements {
         self.next_change = policy.next_change(now);
         match CallerState::new(policy) {
             Ok(state) => {
+                self.masks.store(
+                    state.policy.masks_anything(),
+                    std::sync::atomic::Ordering::Release,
+                );
                 self.caller = Some(Arc::new(state));
                 self.caller_error = None;
             }
@@ -271,9 +279,15 @@ impl GuardStatements {
         // Parsed once for the lineage of what the text writes, when that matters.
         let mut parsed: Option<Vec<Option<sqlparser::ast::Statement>>> = None;
         let mut approval = None;
+        // A statement that changes the search path changes how the statements after it in the same
+        // text resolve their names: each is judged under every path it may run with.
+        let mut paths = self.paths.clone();
         for (i, effects) in analysis.statements.iter().enumerate() {
+            if i > 0 {
+                advance_paths(&mut paths, &analysis.statements[i - 1]);
+            }
             let effects = self.substitute(effects);
-            let (resolved, miss) = resolve(&effects, snapshot, &self.paths, user);
+            let (resolved, miss) = resolve(&effects, snapshot, &paths, user);
             missing |= miss;
             let decision = caller
                 .policy
@@ -337,6 +351,7 @@ impl GuardStatements {
                     &effects,
                     caller,
                     snapshot,
+                    &paths,
                 ) else {
                     continue;
                 };
@@ -360,6 +375,7 @@ impl GuardStatements {
         effects: &Effects,
         caller: &CallerState,
         snapshot: &CatalogSnapshot,
+        paths: &SearchPaths,
     ) -> Option<String> {
         let refused = "dbward: this statement would copy masked data into a table or setting, where it could be read back unmasked";
         if calls_set_config(effects) && !effects.reads.is_empty() {
@@ -368,7 +384,7 @@ impl GuardStatements {
         let user = self.user();
         let schema = CatalogSchema {
             snapshot,
-            paths: &self.paths,
+            paths,
             user,
         };
         let flow = lineage::write_flow(ast?, &schema);
@@ -376,7 +392,7 @@ impl GuardStatements {
             return None;
         }
         let mut views = super::context::ViewCache::default();
-        flow_strategy(caller, &flow, snapshot, &self.paths, user, &mut views, 0).map(|_| refused.into())
+        flow_strategy(caller, &flow, snapshot, paths, user, &mut views, 0).map(|_| refused.into())
     }
 
     /// The upstream user (`$user` in search paths).
@@ -469,6 +485,11 @@ impl GuardStatements {
         if !apply {
             return Verdict::Allow;
         }
+        // Session changes first: the rows of a later statement in the text resolve their names under
+        // every search path the session may then use.
+        for effects in &analysis.statements {
+            self.apply(effects, sql, snapshot.version());
+        }
         let results = match results {
             _ if !caller.inspects => Results::Pass,
             Some(r) => r,
@@ -478,9 +499,6 @@ impl GuardStatements {
                 r
             }
         };
-        for effects in &analysis.statements {
-            self.apply(effects, sql, snapshot.version());
-        }
         let (Results::Inspect { texts, outputs }, Some(conn)) = (results, self.conn.as_ref()) else {
             return Verdict::Allow;
         };
@@ -575,13 +593,10 @@ impl GuardStatements {
             // The next statement is judged with a catalog read after this one ran.
             self.stale_before = catalog_version;
         }
-        if calls_set_config(effects) {
-            self.paths.add(None);
-        }
+        advance_paths(&mut self.paths, effects);
         for change in &effects.session {
             match change {
-                SessionChange::SearchPath(Some(path)) => self.paths.add(Some(path.clone())),
-                SessionChange::SearchPath(None) => self.paths.add_initial(),
+                SessionChange::SearchPath(_) => {}
                 SessionChange::Prepare { name, effects } => {
                     if self.prepared.len() < MAX_NAMED {
                         let named = Named {
@@ -611,7 +626,6 @@ impl GuardStatements {
                 SessionChange::DiscardAll => {
                     self.prepared.clear();
                     self.cursors.clear();
-                    self.paths.add_initial();
                 }
                 SessionChange::Execute { .. }
                 | SessionChange::Fetch { .. }
@@ -702,6 +716,20 @@ fn timeout_exceeds_limit(effects: &Effects, caller: &CallerState) -> Option<Stri
         },
         _ => None,
     })
+}
+
+/// Adds the search paths a statement may leave the session with.
+fn advance_paths(paths: &mut SearchPaths, effects: &Effects) {
+    if calls_set_config(effects) {
+        paths.add(None);
+    }
+    for change in &effects.session {
+        match change {
+            SessionChange::SearchPath(Some(path)) => paths.add(Some(path.clone())),
+            SessionChange::SearchPath(None) | SessionChange::DiscardAll => paths.add_initial(),
+            _ => {}
+        }
+    }
 }
 
 /// Whether the statement writes data somewhere it could be read back from.
