@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod guard;
+pub mod hex;
 pub mod identity;
 pub mod mask;
 pub mod policy;

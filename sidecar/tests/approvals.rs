@@ -36,13 +36,9 @@ spec:
 
 struct Bed {
     proxy: TestProxy,
+    /// The approvals directory, inside `_tmp`.
     dir: PathBuf,
-}
-
-impl Drop for Bed {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    _tmp: TempDir,
 }
 
 fn policy(mode: &str, timeout: &str, grant: &str) -> String {
@@ -62,8 +58,8 @@ async fn bed(policy: &str, table: &str) -> Bed {
     let yaml = format!("{}\n---\n{policy}", connection_yaml(pg, "  tls: {mode: disable}"));
     let cfg = config::parse_str(&yaml).unwrap();
     let store = Arc::new(PolicyStore::new(config::runtime::policies(&cfg).unwrap()));
-    let dir = std::env::temp_dir().join(format!("dbward-approvals-{table}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let tmp = TempDir::new(table);
+    let dir = tmp.0.join("approvals");
     let approvals: Arc<dyn ApprovalStore> = Arc::new(DirStore::new(dir.clone()).unwrap());
     let opts = RunOptions {
         identity: "demo/agent".into(),
@@ -84,7 +80,11 @@ async fn bed(policy: &str, table: &str) -> Bed {
     ))
     .await
     .unwrap();
-    Bed { proxy, dir }
+    Bed {
+        proxy,
+        dir,
+        _tmp: tmp,
+    }
 }
 
 async fn direct() -> tokio_postgres::Client {

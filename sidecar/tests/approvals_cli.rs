@@ -2,37 +2,19 @@
 //! directory a [`DirStore`] writes.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Output},
     time::Duration,
 };
 
+use common::TempDir;
 use dbward_crds::{ApprovalPhase, Requester};
 use dbward_sidecar::approval::{ApprovalStore, DirStore, NewRequest};
 
 const BIN: &str = env!("CARGO_BIN_EXE_dbward-sidecar");
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let mut b = [0u8; 8];
-        aws_lc_rs::rand::fill(&mut b).unwrap();
-        let p = std::env::temp_dir().join(format!(
-            "dbward-approvals-cli-{}",
-            b.iter().map(|x| format!("{x:02x}")).collect::<String>()
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Runs the binary with `args` and no approvals or config from the environment.
 fn run(args: &[&str], env: &[(&str, &Path)]) -> Output {
@@ -70,7 +52,7 @@ fn request(statement: &str, fingerprint: &str) -> NewRequest {
 
 #[tokio::test]
 async fn a_person_lists_approves_and_denies_held_statements() {
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("approvals-cli");
     let dir = tmp.0.join("approvals");
     let dir_s = dir.to_str().unwrap();
     let store = DirStore::new(&dir).unwrap();

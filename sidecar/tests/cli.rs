@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use common::{connect, connection_yaml};
+use common::{TempDir, connect, connection_yaml};
 use dbward_testkit::shared;
 
 const BIN: &str = env!("CARGO_BIN_EXE_dbward-sidecar");
@@ -42,34 +42,13 @@ fn free_port() -> u16 {
 }
 
 fn temp_file(name: &str, text: &str) -> (PathBuf, TempDir) {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli");
     let path = dir.0.join(name);
     std::fs::File::create(&path)
         .unwrap()
         .write_all(text.as_bytes())
         .unwrap();
     (path, dir)
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let mut b = [0u8; 8];
-        aws_lc_rs::rand::fill(&mut b).unwrap();
-        let p = std::env::temp_dir().join(format!(
-            "dbward-cli-{}",
-            b.iter().map(|x| format!("{x:02x}")).collect::<String>()
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A running sidecar process; killed when dropped.

@@ -13,24 +13,12 @@ pub fn md5_password(user: &str, password: &str, salt: [u8; 4]) -> String {
     let mut inner = Md5::new();
     inner.update(password.as_bytes());
     inner.update(user.as_bytes());
-    let inner_hex = hex(&inner.finalize());
+    let inner_hex = crate::hex::encode(&inner.finalize());
 
     let mut outer = Md5::new();
     outer.update(inner_hex.as_bytes());
     outer.update(salt);
-    format!("md5{}", hex(&outer.finalize()))
-}
-
-/// Lower-case hex, as PostgreSQL's `pg_md5_hash` writes it.
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
-            // Writing to a String cannot fail.
-            let _ = write!(out, "{b:02x}");
-            out
-        })
+    format!("md5{}", crate::hex::encode(&outer.finalize()))
 }
 
 #[cfg(test)]

@@ -266,7 +266,7 @@ mod tests {
         fn new(label: &str) -> Self {
             let mut b = [0u8; 8];
             aws_lc_rs::rand::fill(&mut b).unwrap();
-            let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+            let hex = crate::hex::encode(&b);
             Self(std::env::temp_dir().join(format!("dbward-cli-approvals-{label}-{hex}")))
         }
     }

@@ -14,7 +14,6 @@
 
 use std::{
     collections::HashMap,
-    fmt::Write as _,
     sync::{Arc, Mutex},
     time::{Duration, SystemTime},
 };
@@ -152,7 +151,7 @@ impl SessionApprovals {
             self.portals.clear();
         }
         self.portals
-            .insert(bind.portal.to_owned(), hex(ctx.finish().as_ref()));
+            .insert(bind.portal.to_owned(), crate::hex::encode(ctx.finish().as_ref()));
     }
 
     /// What to do with a statement that needs approval and is about to run.
@@ -166,7 +165,7 @@ impl SessionApprovals {
             ctx.update(b"\0");
             ctx.update(params.as_bytes());
         }
-        let key = hex(ctx.finish().as_ref());
+        let key = crate::hex::encode(ctx.finish().as_ref());
         let ended = {
             let mut slot = self.ended.lock().unwrap_or_else(|e| e.into_inner());
             match slot.take() {
@@ -376,12 +375,4 @@ impl Drop for Withdraw {
             });
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
 }

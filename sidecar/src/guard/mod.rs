@@ -16,6 +16,7 @@
 mod approvals;
 mod context;
 mod decisions;
+mod judgment;
 pub mod paths;
 mod results;
 mod startup;

@@ -88,12 +88,7 @@ fn check_setting(name: &str, value: &str) -> Result<(), StartupParamError> {
     };
     let name = name.to_ascii_lowercase();
     // The sidecar reads statements as the server would only with these (see classify's setting_value).
-    if name == "standard_conforming_strings"
-        && !matches!(
-            value.trim().to_ascii_lowercase().as_str(),
-            "on" | "true" | "yes" | "1"
-        )
-    {
+    if name == "standard_conforming_strings" && !crate::sql::is_on_setting(value) {
         return refused("dbward reads statements with standard_conforming_strings on");
     }
     if name == "client_encoding" && !crate::sql::is_readable_encoding(value) {
@@ -120,7 +115,7 @@ pub fn upstream_params(
         }
         out.push(((*name).to_owned(), (*value).to_owned()));
     }
-    let limit_ms = limit.map(|l| u64::try_from(l.as_millis()).unwrap_or(u64::MAX).max(1));
+    let limit_ms = limit.map(|l| millis(l).max(1));
     let effective = match (own, limit_ms) {
         (Some(o), Some(l)) if o > 0 && o <= l => Some(o),
         (_, Some(l)) => Some(l),
@@ -131,6 +126,11 @@ pub fn upstream_params(
         out.push(("statement_timeout".to_owned(), ms.to_string()));
     }
     Ok(out)
+}
+
+/// `d` in whole milliseconds (saturating), the unit `statement_timeout` values are compared in.
+pub fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A `statement_timeout` value in milliseconds, read as the server reads it: a number with an

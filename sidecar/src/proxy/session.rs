@@ -547,7 +547,7 @@ async fn refuse(client: &mut ClientStream, r: &Refusal) {
 fn session_nonce() -> String {
     let mut b = [0u8; 16];
     let _ = aws_lc_rs::rand::fill(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    crate::hex::encode(&b)
 }
 
 #[cfg(test)]

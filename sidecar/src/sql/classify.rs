@@ -410,7 +410,7 @@ fn assignment(variable: &ObjectName, values: &[Expr], e: &mut Effects) {
 /// `unknown`. `statement_timeout` is carried for the guard to compare with the policy's limit.
 pub(crate) fn setting_value(name: &str, value: Result<Option<&str>, ()>, e: &mut Effects) {
     match name {
-        "standard_conforming_strings" if !value.is_ok_and(|v| v.is_none_or(is_on)) => {
+        "standard_conforming_strings" if !value.is_ok_and(|v| v.is_none_or(is_on_setting)) => {
             e.operations.insert(Operation::Unknown);
         }
         "client_encoding" | "names" if !value.is_ok_and(|v| v.is_none_or(is_readable_encoding)) => {
@@ -430,7 +430,7 @@ pub(crate) fn setting_value(name: &str, value: Result<Option<&str>, ()>, e: &mut
 
 /// A boolean setting's "on" spellings (PostgreSQL accepts unique prefixes; these are the ones a
 /// client uses).
-fn is_on(v: &str) -> bool {
+pub fn is_on_setting(v: &str) -> bool {
     matches!(
         v.trim().to_ascii_lowercase().as_str(),
         "on" | "true" | "yes" | "1" | "t" | "y"

@@ -87,7 +87,7 @@ fn collapse_whitespace(sql: &str) -> String {
 
 fn hex(text: &str) -> String {
     let d = digest::digest(&digest::SHA256, text.as_bytes());
-    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex::encode(d.as_ref())
 }
 
 #[cfg(test)]

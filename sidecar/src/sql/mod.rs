@@ -23,7 +23,7 @@ mod walk;
 mod corpus;
 
 pub use cache::{AnalysisCache, DEFAULT_CAPACITY, MAX_CACHED_TEXT};
-pub use classify::is_readable_encoding;
+pub use classify::{is_on_setting, is_readable_encoding};
 pub use effects::{Effects, Operation, RelationName, SessionChange};
 pub use fingerprint::{fingerprint, fingerprint_exact, normalize};
 pub use functions::has_own_effect;
