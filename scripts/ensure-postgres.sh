@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make sure the PostgreSQL tools dbward's tests and benchmarks use are installed:
 # a PostgreSQL server (initdb, postgres, pg_ctl under /usr/lib/postgresql/*/bin), psql, pgbench and
-# pgbouncer, plus an unprivileged `postgres` OS user (the server refuses to run as root).
+# pgbouncer, plus an unprivileged `postgres` OS user (the server refuses to run as root). Also iptables
+# (its nft and legacy backends), which the egress-lock tests (sidecar/tests/egress_lock.rs) drive.
 #
 # Idempotent and quiet when everything is already there. Installs Debian's packages with apt-get
 # when something is missing (needs root), and stops the default cluster Debian's package starts,
@@ -16,7 +17,7 @@ for arg in "$@"; do
     case "$arg" in
         --print-bindir) print_bindir=true ;;
         -h | --help)
-            sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -61,6 +62,8 @@ missing=()
 command -v psql >/dev/null 2>&1 || missing+=(psql)
 command -v pgbench >/dev/null 2>&1 || missing+=(pgbench)
 command -v pgbouncer >/dev/null 2>&1 || [[ -x /usr/sbin/pgbouncer ]] || missing+=(pgbouncer)
+# Debian's iptables package carries both backends, iptables-nft and iptables-legacy.
+command -v iptables-legacy >/dev/null 2>&1 || [[ -x /usr/sbin/iptables-legacy ]] || missing+=(iptables)
 
 if ((${#missing[@]} > 0)); then
     if [[ "$(id -u)" -ne 0 ]]; then
@@ -69,14 +72,14 @@ if ((${#missing[@]} > 0)); then
     fi
     if ! command -v apt-get >/dev/null 2>&1; then
         echo "ensure-postgres.sh: missing ${missing[*]} and apt-get is not available;" \
-            "install PostgreSQL (server, client, contrib) and pgbouncer by hand, or set DBWARD_PG_BINDIR" >&2
+            "install PostgreSQL (server, client, contrib), pgbouncer and iptables by hand, or set DBWARD_PG_BINDIR" >&2
         exit 1
     fi
-    echo "ensure-postgres.sh: installing PostgreSQL and pgbouncer (missing: ${missing[*]})" >&2
+    echo "ensure-postgres.sh: installing PostgreSQL, pgbouncer and iptables (missing: ${missing[*]})" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >/dev/null
     apt-get install -y -qq --no-install-recommends \
-        postgresql postgresql-contrib postgresql-client pgbouncer >/dev/null
+        postgresql postgresql-contrib postgresql-client pgbouncer iptables >/dev/null
 
     # Debian's package creates and starts a default cluster (and pgbouncer's service); the tests
     # start their own servers, so stop these. Tolerate machines without systemd or clusters.

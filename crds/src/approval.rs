@@ -52,7 +52,8 @@ pub struct ApprovalRequestSpec {
     /// Hash of the normalized statement; an approval covers exactly this statement from this requester.
     #[cfg_attr(feature = "kube", schemars(length(min = 1)))]
     pub fingerprint: String,
-    /// The rule that required approval, as `<policy>/<rule name>`.
+    /// The rule that required approval, as `<namespace>/<policy>/<rule name>` (`<policy>/<rule name>` for a
+    /// policy without a namespace, as in a local config file).
     #[cfg_attr(feature = "kube", schemars(length(min = 1)))]
     pub rule: String,
     /// When the request expires if nobody decides (RFC 3339).

@@ -13,7 +13,7 @@ pub mod types {
     pub const READY: &str = "Ready";
     /// DatabaseConnection: the credentials Secret exists and has the named keys.
     pub const CREDENTIALS_RESOLVED: &str = "CredentialsResolved";
-    /// DatabaseConnection: the operator could reach and log in to the database.
+    /// DatabaseConnection: the operator opened a TCP connection to `host:port` (it does not log in).
     pub const REACHABLE: &str = "Reachable";
     /// AccessPolicy: the spec passed validation (the reasons are in `status.errors` otherwise).
     pub const VALID: &str = "Valid";

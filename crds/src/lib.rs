@@ -17,6 +17,7 @@ pub mod duration;
 pub mod policy;
 pub mod timestamp;
 pub mod validate;
+pub mod wire;
 
 #[cfg(feature = "kube")]
 pub use approval::ApprovalRequest;

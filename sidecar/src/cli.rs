@@ -2,6 +2,7 @@
 //! for local approvals `dbward-sidecar approve|deny NAME` and `dbward-sidecar approvals` ([`approvals`]).
 
 pub mod approvals;
+pub mod egress;
 
 use std::{net::IpAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -54,6 +55,9 @@ pub enum Command {
     Deny(DecideArgs),
     /// List the approval requests waiting for a decision.
     Approvals(ListArgs),
+    /// Install the pod's egress lock (run as the injected init container): only the sidecar's uid may
+    /// reach the upstream databases.
+    EgressLock(egress::EgressLockArgs),
 }
 
 #[derive(Debug, Args)]
@@ -66,8 +70,27 @@ pub struct CheckArgs {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// YAML file of DatabaseConnection, AccessPolicy and Secret documents.
-    #[arg(long, env = "DBWARD_CONFIG")]
-    pub config: PathBuf,
+    #[arg(
+        long,
+        env = "DBWARD_CONFIG",
+        required_unless_present = "operator",
+        conflicts_with = "operator"
+    )]
+    pub config: Option<PathBuf>,
+    /// Take the configuration from the operator's control API at this URL instead of a file (how the
+    /// injected sidecar runs).
+    #[arg(long, env = "DBWARD_OPERATOR", requires = "connections")]
+    pub operator: Option<String>,
+    /// With --operator: the DatabaseConnections to serve (the pod's `dbward.dev/inject` annotation).
+    #[arg(long, env = "DBWARD_CONNECTIONS", value_delimiter = ',')]
+    pub connections: Vec<String>,
+    /// With --operator: the pod's projected token (audience dbward.dev).
+    #[arg(long, env = "DBWARD_TOKEN_FILE", default_value = config::operator::DEFAULT_TOKEN_FILE)]
+    pub token_file: PathBuf,
+    /// With --operator: the operator's CA certificate, as PEM text (the injector sets it) or a PEM file's
+    /// path. Without it the system roots are trusted.
+    #[arg(long, env = "DBWARD_OPERATOR_CA", hide_env_values = true)]
+    pub operator_ca: Option<String>,
     /// The pod's identity as NAMESPACE/SERVICEACCOUNT: who a caller without a token is.
     #[arg(long, env = "DBWARD_IDENTITY", default_value = "default/default")]
     pub identity: String,
@@ -105,7 +128,7 @@ pub struct RunArgs {
 impl RunArgs {
     /// The approvals directory: --approvals, else `approvals` next to --config.
     pub fn approvals_dir(&self) -> Result<PathBuf> {
-        approvals::approvals_dir(self.approvals.as_deref(), Some(&self.config))
+        approvals::approvals_dir(self.approvals.as_deref(), self.config.as_deref())
     }
 }
 
@@ -131,8 +154,6 @@ pub fn check(args: &CheckArgs) -> Result<()> {
 /// Loads the config, binds every listener, and serves until SIGTERM or SIGINT.
 pub async fn run(args: RunArgs) -> Result<()> {
     let started = std::time::Instant::now();
-    let cfg = config::load_file(&args.config)?;
-    let approvals_dir = args.approvals_dir()?;
     let client_tls = match (&args.tls_cert, &args.tls_key) {
         (Some(c), Some(k)) => Some((
             std::fs::read(c).with_context(|| format!("reading --tls-cert {}", c.display()))?,
@@ -140,43 +161,192 @@ pub async fn run(args: RunArgs) -> Result<()> {
         )),
         _ => None,
     };
-    let opts = RunOptions {
-        identity: args.identity,
-        pod: args.pod,
+    let mut opts = RunOptions {
+        identity: args.identity.clone(),
+        pod: args.pod.clone(),
         client_tls,
-        listen: args.listen,
+        listen: args.listen.clone(),
         shutdown_grace: args.shutdown_grace,
         max_sessions: args.max_sessions as usize,
         max_message: args.max_message,
         ..RunOptions::default()
     };
-    let env = |k: &str| std::env::var(k).ok();
-    let mut proxy_config = config::runtime::build(&cfg, &opts, None, &env)?;
-    let store = Arc::new(PolicyStore::new(config::runtime::policies(&cfg)?));
-    let approvals: Arc<dyn crate::approval::ApprovalStore> =
-        Arc::new(crate::approval::local::DirStore::new(approvals_dir.clone())?);
-    info!(dir = %approvals_dir.display(), "approval requests are kept as files");
-    config::runtime::install_guard_with(
-        &mut proxy_config,
-        store.clone(),
-        mask_key()?,
-        Some((approvals, crate::guard::DEFAULT_REMINDER)),
-    );
-    if cfg.policies.is_empty() {
-        warn!("the config has no AccessPolicy: every statement will be refused");
-    }
-    let proxy = Proxy::bind(proxy_config).await?;
-    tokio::spawn(reload_policies(args.config.clone(), store));
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signals(shutdown.clone()));
+    let (proxy, follow) = match (&args.config, &args.operator) {
+        (Some(path), _) => {
+            let cfg = config::load_file(path)?;
+            let env = |k: &str| std::env::var(k).ok();
+            let mut proxy_config = config::runtime::build(&cfg, &opts, None, &env)?;
+            let store = Arc::new(PolicyStore::new(config::runtime::policies(&cfg)?));
+            let approvals_dir = args.approvals_dir()?;
+            let approvals: Arc<dyn crate::approval::ApprovalStore> =
+                Arc::new(crate::approval::local::DirStore::new(approvals_dir.clone())?);
+            info!(dir = %approvals_dir.display(), "approval requests are kept as files");
+            config::runtime::install_guard_with(
+                &mut proxy_config,
+                store.clone(),
+                mask_key()?,
+                Some((approvals, crate::guard::DEFAULT_REMINDER)),
+            );
+            if cfg.policies.is_empty() {
+                warn!("the config has no AccessPolicy: every statement will be refused");
+            }
+            let proxy = Proxy::bind(proxy_config).await?;
+            let follow: tokio::task::JoinHandle<()> = tokio::spawn(reload_policies(path.clone(), store));
+            (proxy, follow)
+        }
+        (None, Some(url)) => {
+            let ca = match args.operator_ca.as_deref() {
+                Some(pem) if pem.trim_start().starts_with("-----BEGIN") => Some(pem.as_bytes().to_vec()),
+                Some(path) => {
+                    Some(std::fs::read(path).with_context(|| format!("reading --operator-ca {path}"))?)
+                }
+                None => None,
+            };
+            let client = Arc::new(config::operator::OperatorClient::new(
+                url,
+                ca.as_deref(),
+                args.token_file.clone(),
+            )?);
+            let Some(first) = first_config(&client, &args.connections, &shutdown).await else {
+                return Ok(());
+            };
+            let cfg = config::operator::to_file_config(&first)?;
+            opts.identity = format!("{}/{}", first.identity.namespace, first.identity.service_account);
+            opts.pod = Some(first.identity.pod.clone());
+            let mut proxy_config = config::runtime::build(&cfg, &opts, None, &config::operator::no_env)?;
+            let store = Arc::new(PolicyStore::new(config::runtime::policies_with(
+                &cfg,
+                sa_issuers(&first),
+            )?));
+            let approvals: Arc<dyn crate::approval::ApprovalStore> =
+                Arc::new(crate::approval::operator::OperatorStore::new(
+                    client.clone(),
+                    first.identity.namespace.clone(),
+                ));
+            config::runtime::install_guard_with(
+                &mut proxy_config,
+                store.clone(),
+                mask_key()?,
+                Some((approvals, crate::guard::DEFAULT_REMINDER)),
+            );
+            info!(
+                revision = %first.revision, policies = first.policies.len(),
+                "configuration received from the operator"
+            );
+            let proxy = Proxy::bind(proxy_config).await?;
+            let follow = tokio::spawn(follow_operator(client, args.connections.clone(), first, store));
+            (proxy, follow)
+        }
+        (None, None) => anyhow::bail!("either --config or --operator is needed"),
+    };
     for (connection, addr) in proxy.local_addrs() {
         info!(%connection, %addr, "listening");
     }
     info!(startup_ms = started.elapsed().as_secs_f64() * 1000.0, "ready");
-    let shutdown = CancellationToken::new();
-    tokio::spawn(signals(shutdown.clone()));
     proxy.run(shutdown).await;
+    follow.abort();
     Ok(())
 }
 
+/// The issuers whose tokens are Kubernetes service-account tokens: their subjects bind `serviceAccount`
+/// subjects of policies.
+fn sa_issuers(cfg: &dbward_crds::wire::SidecarConfig) -> std::collections::BTreeSet<String> {
+    cfg.cluster_issuers.iter().map(|i| i.issuer.clone()).collect()
+}
+
+/// The first configuration from the operator. Until it comes nothing listens (fail closed); the
+/// operator being down or not ready is waited out, a refusal is said clearly and retried too (an admin
+/// may fix the cause, e.g. a missing Secret). None when shutdown comes first.
+async fn first_config(
+    client: &config::operator::OperatorClient,
+    connections: &[String],
+    shutdown: &CancellationToken,
+) -> Option<dbward_crds::wire::SidecarConfig> {
+    let mut attempt = 0u32;
+    loop {
+        match client.config(connections, None, Duration::ZERO).await {
+            Ok(Some(cfg)) => match config::operator::to_file_config(&cfg) {
+                Ok(_) => return Some(cfg),
+                Err(e) => {
+                    tracing::error!(error = %e, "the operator's configuration cannot be used; asking again")
+                }
+            },
+            Ok(None) => {}
+            Err(e) => {
+                warn!(error = %e, "no configuration from the operator yet; not serving until there is one")
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(config::operator::backoff(attempt)) => {}
+            () = shutdown.cancelled() => return None,
+        }
+        attempt = attempt.saturating_add(1);
+    }
+}
+
+/// Follows the operator's configuration: new policies apply to the next statement of every session. An
+/// unreachable operator changes nothing (the last good configuration stays); an operator that refuses
+/// the pod (its connection deleted, the pod no longer injected) takes every grant away.
+async fn follow_operator(
+    client: Arc<config::operator::OperatorClient>,
+    connections: Vec<String>,
+    first: dbward_crds::wire::SidecarConfig,
+    store: Arc<PolicyStore>,
+) {
+    let mut revision = first.revision.clone();
+    let mut running = (first.connections, first.secrets, first.cluster_issuers);
+    let mut failures = 0u32;
+    loop {
+        let got = client
+            .config(&connections, Some(&revision), config::operator::POLL_WAIT)
+            .await;
+        let next = match got {
+            Ok(None) => {
+                failures = 0;
+                continue;
+            }
+            Ok(Some(next)) => next,
+            Err(e) if e.is_transient() => {
+                warn!(error = %e, "the operator is unreachable; the configuration in force stays");
+                tokio::time::sleep(config::operator::backoff(failures)).await;
+                failures = failures.saturating_add(1);
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the operator refuses this pod's configuration: every statement is refused until it gives one");
+                if let Ok(nothing) = crate::policy::PolicySet::new(Vec::new(), Default::default()) {
+                    store.replace(nothing);
+                }
+                revision.clear();
+                tokio::time::sleep(config::operator::backoff(failures)).await;
+                failures = failures.saturating_add(1);
+                continue;
+            }
+        };
+        failures = 0;
+        let applied = config::operator::to_file_config(&next)
+            .and_then(|cfg| config::runtime::policies_with(&cfg, sa_issuers(&next)));
+        match applied {
+            Ok(set) => {
+                store.replace(set);
+                info!(revision = %next.revision, policies = next.policies.len(), "configuration updated by the operator");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the operator's new configuration is not valid; the policies in force stay");
+            }
+        }
+        let now = (next.connections, next.secrets, next.cluster_issuers);
+        if now != running {
+            warn!(
+                "a connection's settings, credentials or trusted issuers changed; sessions opened from now on still use the ones this sidecar started with until the pod restarts"
+            );
+            running = now;
+        }
+        revision = next.revision;
+    }
+}
 /// The key of the hash masking strategy: `DBWARD_MASK_KEY` (base64, at least 32 bytes) so hashes
 /// agree across sidecars and restarts, else a random key for this process.
 fn mask_key() -> Result<MaskKey> {

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod egress;
 pub mod guard;
 pub mod hex;
 pub mod identity;

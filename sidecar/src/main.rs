@@ -9,7 +9,8 @@ fn main() -> std::process::ExitCode {
     let filter = EnvFilter::try_from_env("DBWARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match cli.log_format {
         LogFormat::Json => fmt.json().init(),
         LogFormat::Text => fmt.init(),
@@ -19,6 +20,7 @@ fn main() -> std::process::ExitCode {
         Command::Approve(args) => dbward_sidecar::cli::approve(&args),
         Command::Deny(args) => dbward_sidecar::cli::deny(&args),
         Command::Approvals(args) => dbward_sidecar::cli::approvals::list(&args),
+        Command::EgressLock(args) => dbward_sidecar::cli::egress::run(&args),
         Command::Run(args) => {
             let runtime = match args.threads {
                 1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),

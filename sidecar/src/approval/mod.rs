@@ -7,6 +7,7 @@
 //! ApprovalRequest objects.
 
 pub mod local;
+pub mod operator;
 
 use std::{
     path::PathBuf,

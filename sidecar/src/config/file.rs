@@ -88,6 +88,13 @@ struct SecretMeta {
 #[derive(Default, Clone)]
 pub struct SecretData(BTreeMap<String, Vec<u8>>);
 
+impl SecretData {
+    /// Decoded values by key.
+    pub fn new(data: BTreeMap<String, Vec<u8>>) -> Self {
+        Self(data)
+    }
+}
+
 impl fmt::Debug for SecretData {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_set().entries(self.0.keys()).finish()
@@ -209,7 +216,7 @@ fn decode_secret(s: &SecretDoc) -> Result<SecretData, ConfigError> {
 }
 
 /// Checks that span documents: unique names and ports.
-fn check_across(cfg: &FileConfig) -> Result<(), ConfigError> {
+pub(crate) fn check_across(cfg: &FileConfig) -> Result<(), ConfigError> {
     let mut names = HashMap::new();
     let mut ports = HashMap::new();
     for d in &cfg.connections {

@@ -2,6 +2,7 @@
 //! and Secret documents (`run --config FILE`); the operator source comes later and yields the same types.
 
 pub mod file;
+pub mod operator;
 pub mod runtime;
 
 pub use file::{ConfigError, FileConfig, load_file, parse_str};

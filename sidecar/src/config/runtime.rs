@@ -224,7 +224,13 @@ pub fn build(
 
 /// The config's AccessPolicies, compiled. Every invalid policy is reported, each naming its field.
 pub fn policies(cfg: &FileConfig) -> Result<PolicySet, ConfigError> {
-    PolicySet::new(cfg.policies.clone(), BTreeSet::new()).map_err(|errors| ConfigError {
+    policies_with(cfg, BTreeSet::new())
+}
+
+/// [`policies`], with the issuers of Kubernetes service-account tokens (in a cluster, the cluster's
+/// own), whose subjects bind policies' `serviceAccount` subjects.
+pub fn policies_with(cfg: &FileConfig, sa_issuers: BTreeSet<String>) -> Result<PolicySet, ConfigError> {
+    PolicySet::new(cfg.policies.clone(), sa_issuers).map_err(|errors| ConfigError {
         file: None,
         document: None,
         object: None,

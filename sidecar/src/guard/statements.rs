@@ -317,7 +317,7 @@ impl GuardStatements {
                         if approval.is_none() {
                             approval = Some(Outcome::Approval {
                                 message: decision.message.into(),
-                                rule: decision.rule.map(|r| r.to_string()).unwrap_or_default().into(),
+                                rule: decision.rule.map(|r| r.path()).unwrap_or_default().into(),
                                 settings: Arc::new(settings),
                             });
                         }

@@ -49,6 +49,14 @@ pub struct RuleRef {
     pub rule: Arc<str>,
 }
 
+impl RuleRef {
+    /// `<policy>/<rule>` (the policy being `namespace/name` when it has a namespace), as an
+    /// ApprovalRequest's `spec.rule` names it.
+    pub fn path(&self) -> String {
+        format!("{}/{}", self.policy, self.rule)
+    }
+}
+
 impl fmt::Display for RuleRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "rule {:?} of AccessPolicy {:?}", &*self.rule, &*self.policy)
