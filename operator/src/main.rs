@@ -1,12 +1,35 @@
-//! dbward-operator. Its controllers, admission webhooks and the sidecar control API are being built;
-//! until then this binary only says so. The CRDs are printed by the `crdgen` binary of this crate.
+//! dbward-operator: reconciles the API, injects the sidecar, serves its configuration. See
+//! `docs/operator.md`; the CRDs are printed by this crate's `crdgen` binary.
+
+use clap::Parser;
+use dbward_operator::run::{Args, run};
+use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
-    eprintln!(
-        "dbward-operator {}: the controllers, webhooks and control API are not built yet; \
-         run the sidecar without a cluster (`dbward-sidecar run --config FILE`), and install the CRDs with \
-         `crdgen | kubectl apply -f -`",
-        env!("CARGO_PKG_VERSION")
-    );
-    std::process::ExitCode::from(2)
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let args = Args::parse();
+    let filter = EnvFilter::try_from_env("DBWARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if std::env::var("DBWARD_LOG_FORMAT").as_deref() == Ok("json") {
+        fmt.json().init();
+    } else {
+        fmt.init();
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("dbward-operator: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dbward-operator: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -79,6 +79,11 @@ pub struct InjectSettings {
     /// Whether the API server runs native sidecars (see
     /// [`supports_native_sidecars`](super::supports_native_sidecars)).
     pub native_sidecars: bool,
+    /// The operator's CA (PEM), given to the sidecar to trust the control API; without it the sidecar
+    /// trusts the system roots.
+    pub operator_ca: Option<String>,
+    /// The sidecar image's pull policy (`--sidecar-image-pull-policy`); the cluster's default when unset.
+    pub image_pull_policy: Option<String>,
 }
 
 impl InjectSettings {
@@ -97,7 +102,15 @@ impl InjectSettings {
             sidecar_image: sidecar_image.into(),
             sidecar_resources,
             native_sidecars,
+            operator_ca: None,
+            image_pull_policy: None,
         }
+    }
+
+    /// The same settings, giving sidecars `ca_pem` to trust for the control API.
+    pub fn with_operator_ca(mut self, ca_pem: impl Into<String>) -> Self {
+        self.operator_ca = Some(ca_pem.into());
+        self
     }
 }
 
@@ -423,21 +436,26 @@ fn build_patch(
             add_pg_env(&mut patch, "initContainers", init, &wanted);
         }
     }
-    let sidecar = to_json(&spec::sidecar_container(
+    let mut sidecar = spec::sidecar_container(
         &settings.sidecar_image,
         settings.sidecar_resources.as_ref(),
         &settings.control_url,
+        settings.operator_ca.as_deref(),
         &joined,
         settings.native_sidecars,
-    ));
+    );
+    sidecar.image_pull_policy = settings.image_pull_policy.clone();
+    let sidecar = to_json(&sidecar);
     let mut init = Vec::new();
     let allow = egress_allow_list(connections);
     if !allow.is_empty() {
-        init.push(to_json(&spec::egress_lock_container(
+        let mut lock = spec::egress_lock_container(
             &settings.sidecar_image,
             settings.sidecar_resources.as_ref(),
             &allow,
-        )));
+        );
+        lock.image_pull_policy = settings.image_pull_policy.clone();
+        init.push(to_json(&lock));
     }
     if settings.native_sidecars {
         init.push(sidecar);

@@ -41,6 +41,10 @@ pub const RESERVED_CONTAINER_NAMES: [&str; 2] = [SIDECAR_CONTAINER, EGRESS_LOCK_
 /// The names dbward gives volumes; a pod that already uses one is refused.
 pub const RESERVED_VOLUME_NAMES: [&str; 2] = [TOKEN_VOLUME, JOURNAL_VOLUME];
 
+/// The sidecar's environment variable holding the operator's CA (PEM), which it trusts for the control
+/// API. The CA lives ten years; see `certs`.
+pub const OPERATOR_CA_ENV: &str = "DBWARD_OPERATOR_CA";
+
 /// Where app containers reach the sidecar.
 pub(crate) const LOCAL_HOST: &str = "127.0.0.1";
 
@@ -57,9 +61,22 @@ pub(crate) fn sidecar_container(
     image: &str,
     resources: Option<&ResourceRequirements>,
     control_url: &str,
+    operator_ca: Option<&str>,
     connections: &str,
     native: bool,
 ) -> Container {
+    let mut env = vec![
+        field_env("POD_NAME", "metadata.name"),
+        field_env("POD_NAMESPACE", "metadata.namespace"),
+        field_env("POD_UID", "metadata.uid"),
+    ];
+    if let Some(ca) = operator_ca {
+        env.push(EnvVar {
+            name: OPERATOR_CA_ENV.to_owned(),
+            value: Some(ca.to_owned()),
+            ..EnvVar::default()
+        });
+    }
     Container {
         name: SIDECAR_CONTAINER.to_owned(),
         image: Some(image.to_owned()),
@@ -70,11 +87,7 @@ pub(crate) fn sidecar_container(
             "--connections",
             connections,
         ])),
-        env: Some(vec![
-            field_env("POD_NAME", "metadata.name"),
-            field_env("POD_NAMESPACE", "metadata.namespace"),
-            field_env("POD_UID", "metadata.uid"),
-        ]),
+        env: Some(env),
         resources: resources.cloned(),
         restart_policy: native.then(|| "Always".to_owned()),
         security_context: Some(sidecar_security_context()),

@@ -707,3 +707,25 @@ fn refusal_messages_say_what_to_do() {
     assert!(ports.contains("another spec.localPort"), "{ports}");
     assert!(msg(refusal(&pod_json("orders,,x"))).contains("single commas"));
 }
+
+#[test]
+fn the_sidecar_trusts_the_operators_ca_and_both_containers_follow_the_pull_policy() {
+    let mut settings =
+        settings(true).with_operator_ca("-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n");
+    settings.image_pull_policy = Some("Always".into());
+    let pod = inject_with(&pod_json("orders"), &settings, &connections()).unwrap();
+    let sidecar = find(init_containers(&pod), SIDECAR_CONTAINER);
+    assert_eq!(
+        env(sidecar).get("DBWARD_OPERATOR_CA").copied(),
+        Some("-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n")
+    );
+    assert_eq!(sidecar.image_pull_policy.as_deref(), Some("Always"));
+    let lock = find(init_containers(&pod), EGRESS_LOCK_CONTAINER);
+    assert_eq!(lock.image_pull_policy.as_deref(), Some("Always"));
+    assert!(!env(lock).contains_key("DBWARD_OPERATOR_CA"));
+    // Without them, neither is set: the cluster's defaults and the system roots apply.
+    let plain = inject(&pod_json("orders"), true);
+    let sidecar = find(init_containers(&plain), SIDECAR_CONTAINER);
+    assert!(!env(sidecar).contains_key("DBWARD_OPERATOR_CA"));
+    assert_eq!(sidecar.image_pull_policy, None);
+}
