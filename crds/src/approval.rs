@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::validate::{Errors, FieldError};
 
+/// The annotation recording when a once-only grant was used (RFC 3339), so that it is never used again
+/// (by a restarted sidecar, or another replica's).
+pub const USED_AT_ANNOTATION: &str = "dbward.dev/used-at";
+
 /// The held statement and who sent it, set by the operator from verified identity. Immutable.
 // clippy reads the repeated `type_ = "string"` of the print columns as duplicated attributes.
 #[allow(clippy::duplicated_attributes)]

@@ -35,15 +35,14 @@ use kube::{
     config::{KubeConfigOptions, Kubeconfig},
 };
 use serde::{Serialize, de::DeserializeOwned};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{
-    Binaries, LOG_ENV, WEBHOOK_HOST_ENV,
+    Binaries, WEBHOOK_HOST_ENV,
     cleanup::{self, Created},
     free_port,
     manifests::{chart_rbac, native_sidecars, operator_args, operator_kubeconfig, webhook_configurations},
     objects::{self, MANAGED_BY, RUN_LABEL},
-    process::Proc,
+    process::{Proc, child_env, http_get, machine_lock},
     random_suffix, tools,
     wait::{Deadline, POLL, bounded, until},
 };
@@ -72,8 +71,6 @@ type Access<'a> = (Option<&'a str>, &'a str, &'a str, &'a str, Option<&'a str>);
 const CA_BUNDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// From start to `/readyz` 200: connect, certificates, first lists of the caches.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
-/// The machine-wide lock: another run may be using the cluster's fixed-name webhook configurations.
-const LOCK_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// A cluster with the CRDs and a running, ready operator; see the module documentation.
 pub struct Env {
@@ -713,106 +710,6 @@ fn webhook_host() -> String {
         .unwrap_or_else(|| "127.0.0.1".to_owned())
 }
 
-/// A child process's environment: nothing of the test's (no stray `DBWARD_*` or `KUBECONFIG`) but
-/// what a process needs to run, the TLS trust and proxy settings, and the log filter.
-fn child_env(cmd: &mut std::process::Command) {
-    cmd.env_clear();
-    for var in [
-        "PATH",
-        "HOME",
-        "TMPDIR",
-        "LANG",
-        "SSL_CERT_FILE",
-        "SSL_CERT_DIR",
-        "HTTPS_PROXY",
-        "https_proxy",
-        "HTTP_PROXY",
-        "http_proxy",
-        "NO_PROXY",
-        "no_proxy",
-    ] {
-        if let Some(value) = std::env::var_os(var) {
-            cmd.env(var, value);
-        }
-    }
-    let filter = std::env::var(LOG_ENV).ok().filter(|f| !f.is_empty());
-    cmd.env("DBWARD_LOG", filter.as_deref().unwrap_or("info"));
-    cmd.env("RUST_BACKTRACE", "1");
-}
-
-/// `GET path` on 127.0.0.1:`port` over plain HTTP: the status code and body.
-async fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .map_err(|e| format!("cannot connect to 127.0.0.1:{port}: {e}"))?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|e| format!("cannot send the request: {e}"))?;
-        let mut answer = Vec::new();
-        stream
-            .take(64 * 1024)
-            .read_to_end(&mut answer)
-            .await
-            .map_err(|e| format!("cannot read the answer: {e}"))?;
-        Ok::<_, String>(answer)
-    };
-    let answer = tokio::time::timeout(Duration::from_secs(5), exchange)
-        .await
-        .map_err(|_| format!("no answer from 127.0.0.1:{port}{path} within 5 s"))??;
-    let text = String::from_utf8_lossy(&answer);
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("not an HTTP answer: {text:?}"))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .trim()
-        .to_owned();
-    Ok((code, body))
-}
-
-/// An exclusive lock on `$TMPDIR/dbward-e2e.lock`, so that runs on this machine take turns with the
-/// cluster's fixed-name webhook configurations.
-async fn machine_lock() -> File {
-    let path = std::env::temp_dir().join("dbward-e2e.lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
-    let deadline = Deadline::new(
-        format!(
-            "the other dbward e2e run on this machine to release {}",
-            path.display()
-        ),
-        LOCK_TIMEOUT,
-    );
-    let mut said = false;
-    loop {
-        match file.try_lock() {
-            Ok(()) => return file,
-            Err(std::fs::TryLockError::WouldBlock) => {
-                if !said {
-                    crate::say!(
-                        "e2e: another dbward e2e run holds {}; waiting for it",
-                        path.display()
-                    );
-                    said = true;
-                }
-                deadline.check("still locked");
-                deadline.sleep(Duration::from_secs(1)).await;
-            }
-            Err(std::fs::TryLockError::Error(e)) => panic!("cannot lock {}: {e}", path.display()),
-        }
-    }
-}
-
 fn kind_of<K: Resource>(_: &K) -> String
 where
     K::DynamicType: Default,
@@ -857,34 +754,5 @@ impl Drop for Env {
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn http_get_reads_the_status() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
-        tokio::spawn(async move {
-            if let Ok((mut s, _)) = listener.accept().await {
-                let mut buf = [0u8; 1024];
-                let _ = s.read(&mut buf).await;
-                let _ = s
-                    .write_all(
-                        b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 18\r\n\r\ncaches are loading",
-                    )
-                    .await;
-            }
-        });
-        assert_eq!(
-            http_get(port, "/readyz").await,
-            Ok((503, "caches are loading".to_owned()))
-        );
-        assert!(http_get(free_port(), "/readyz").await.is_err());
     }
 }

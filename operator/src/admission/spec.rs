@@ -29,7 +29,7 @@ pub const TOKEN_MOUNT_PATH: &str = "/var/run/secrets/dbward.dev";
 pub const TOKEN_FILE: &str = "token";
 /// Audience of the projected token: the operator's TokenReview accepts only this one, so a token stolen
 /// from the sidecar is useless against the API server and other services.
-pub const TOKEN_AUDIENCE: &str = "dbward.dev";
+pub use dbward_crds::wire::TOKEN_AUDIENCE;
 /// Lifetime of the projected token; the kubelet refreshes it well before it expires.
 pub const TOKEN_EXPIRATION_SECONDS: i64 = 3600;
 /// Where the journal volume is mounted in the sidecar.

@@ -15,8 +15,7 @@ use dbward_crds::{
 };
 use kube::{ResourceExt, api::ObjectMeta};
 
-/// The annotation recording when a grant was used (the sidecar's `USED_AT_ANNOTATION`).
-pub const USED_AT_ANNOTATION: &str = "dbward.dev/used-at";
+pub use dbward_crds::approval::USED_AT_ANNOTATION;
 /// The longest an approval request may stay open.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The largest statement accepted in a request (an object must stay well under etcd's 1.5 MiB).

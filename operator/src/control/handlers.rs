@@ -34,9 +34,7 @@ use super::{
     auth::{AuthError, Caller, check_connections},
     config,
 };
-
-/// The field manager of the operator's writes.
-const FIELD_MANAGER: &str = "dbward-operator";
+use crate::reconcile::FIELD_MANAGER;
 
 /// The control API's routes.
 pub fn router(state: SharedState) -> Router {

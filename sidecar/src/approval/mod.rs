@@ -19,9 +19,7 @@ use futures_util::future::BoxFuture;
 
 pub use local::DirStore;
 
-/// The annotation that records when a grant was first used (RFC 3339), so that a restarted sidecar
-/// does not use a once-only grant again.
-pub const USED_AT_ANNOTATION: &str = "dbward.dev/used-at";
+pub use dbward_crds::approval::USED_AT_ANNOTATION;
 
 /// A statement that needs a person's approval.
 #[derive(Debug, Clone)]

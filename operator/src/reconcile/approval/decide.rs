@@ -123,20 +123,7 @@ mod tests {
     }
 
     fn request(expires_at: &str, status: Option<serde_json::Value>) -> ApprovalRequest {
-        let mut value = json!({
-            "apiVersion": "dbward.dev/v1alpha1", "kind": "ApprovalRequest",
-            "metadata": {"name": "ar-1", "namespace": "shop", "uid": "u-1",
-                         "creationTimestamp": "2026-05-01T09:00:00Z"},
-            "spec": {
-                "connection": "orders",
-                "requester": {"subject": "system:serviceaccount:shop:agent", "serviceAccount": "shop/agent"},
-                "statement": "DELETE FROM orders", "fingerprint": "f1", "rule": "ops/deletes",
-                "expiresAt": expires_at,
-            },
-        });
-        if let Some(status) = status {
-            value["status"] = status;
-        }
+        let value = crate::reconcile::tests::approval_json("2026-05-01T09:00:00Z", expires_at, status);
         serde_json::from_value(value).unwrap()
     }
 

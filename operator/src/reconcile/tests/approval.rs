@@ -12,21 +12,7 @@ const PATH: &str = "/apis/dbward.dev/v1alpha1/namespaces/shop/approvalrequests/a
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/shop/events?";
 
 fn request_json(expires_at: &str, status: Option<Value>) -> Value {
-    let mut value = json!({
-        "apiVersion": "dbward.dev/v1alpha1", "kind": "ApprovalRequest",
-        "metadata": {"name": "ar-1", "namespace": "shop", "uid": "u-1",
-                     "creationTimestamp": "2026-01-01T09:00:00Z"},
-        "spec": {
-            "connection": "orders",
-            "requester": {"subject": "system:serviceaccount:shop:agent", "serviceAccount": "shop/agent"},
-            "statement": "DELETE FROM orders", "fingerprint": "f1", "rule": "ops/deletes",
-            "expiresAt": expires_at,
-        },
-    });
-    if let Some(status) = status {
-        value["status"] = status;
-    }
-    value
+    approval_json("2026-01-01T09:00:00Z", expires_at, status)
 }
 
 fn request(value: &Value) -> Arc<ApprovalRequest> {

@@ -14,6 +14,24 @@ use tower_test::mock::{self, Handle};
 
 use super::{Metrics, ReconcileContext};
 
+/// An ApprovalRequest `ar-1` in `shop` as the API server returns it, created at `created`.
+pub(crate) fn approval_json(created: &str, expires_at: &str, status: Option<Value>) -> Value {
+    let mut value = json!({
+        "apiVersion": "dbward.dev/v1alpha1", "kind": "ApprovalRequest",
+        "metadata": {"name": "ar-1", "namespace": "shop", "uid": "u-1", "creationTimestamp": created},
+        "spec": {
+            "connection": "orders",
+            "requester": {"subject": "system:serviceaccount:shop:agent", "serviceAccount": "shop/agent"},
+            "statement": "DELETE FROM orders", "fingerprint": "f1", "rule": "ops/deletes",
+            "expiresAt": expires_at,
+        },
+    });
+    if let Some(status) = status {
+        value["status"] = status;
+    }
+    value
+}
+
 mod approval;
 mod connection;
 mod pods;
