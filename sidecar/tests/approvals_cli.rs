@@ -34,14 +34,21 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// The uids this test runs as (the approver's, as the binary it starts runs as the same user).
+fn our_uids() -> Vec<u32> {
+    dbward_sidecar::approval::local::process_uids().unwrap()
+}
+
 fn request(statement: &str, fingerprint: &str) -> NewRequest {
+    let ours = our_uids();
     NewRequest {
         connection: "orders".to_owned(),
         requester: Requester {
             service_account: Some("ci/agent".to_owned()),
             pod: Some("agent-0".to_owned()),
             subject: "system:serviceaccount:ci:agent".to_owned(),
-            uid: Some(1000),
+            // Someone else: another local user sent the statement.
+            uid: (1000..).find(|uid| !ours.contains(uid)),
         },
         statement: statement.to_owned(),
         fingerprint: fingerprint.to_owned(),
@@ -167,5 +174,74 @@ async fn a_person_lists_approves_and_denies_held_statements() {
     assert!(
         err.contains("--approvals DIR") && err.contains("--config FILE"),
         "{err}"
+    );
+}
+
+#[tokio::test]
+async fn the_requester_cannot_approve_its_own_statement() {
+    let tmp = TempDir::new("approvals-cli-self");
+    let dir = tmp.0.join("approvals");
+    let dir_s = dir.to_str().unwrap();
+    let store = DirStore::new(&dir).unwrap();
+    // The directory belongs to someone else (the sidecar's user): the requester cannot edit the file,
+    // so the uid check is what stops it. (Run as root, as CI does; chown needs it.)
+    let other = (1000..).find(|uid| !our_uids().contains(uid));
+    std::os::unix::fs::chown(&dir, other, None).expect("chown the approvals directory (run as root)");
+
+    // Sent by a process of the user who now runs `approve`: refused, whatever $USER says.
+    let mut own = request("DELETE FROM customers", "own");
+    own.requester.uid = Some(our_uids()[0]);
+    let a = store.request(own).await.unwrap();
+    let before = std::fs::read(store.path_of(&a.name)).unwrap();
+    let out = run(&["approve", &a.name, "--approvals", dir_s], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&a.name)
+            && err.contains("cannot approve its own statement")
+            && err.contains("someone else must"),
+        "{err}"
+    );
+    assert!(text(&out.stdout).is_empty());
+    assert_eq!(
+        std::fs::read(store.path_of(&a.name)).unwrap(),
+        before,
+        "the file is untouched"
+    );
+    // Withdrawing it is allowed.
+    let out = run(
+        &[
+            "deny",
+            &a.name,
+            "--approvals",
+            dir_s,
+            "--reason",
+            "sent by mistake",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(store.get(&a.name).unwrap().status.phase, ApprovalPhase::Denied);
+
+    // Sent under the approver's own name (a token whose subject is the local user): refused too.
+    let mut named = request("DROP TABLE audit", "named");
+    named.requester.subject = "local:carol".to_owned();
+    let b = store.request(named).await.unwrap();
+    let out = run(&["approve", &b.name, "--approvals", dir_s], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("cannot approve its own statement"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Another user approves it.
+    let out = run(
+        &["approve", &b.name, "--approvals", dir_s],
+        &[("USER", Path::new("dave"))],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        store.get(&b.name).unwrap().status.decided_by.as_deref(),
+        Some("local:dave")
     );
 }

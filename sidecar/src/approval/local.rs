@@ -31,11 +31,33 @@
 //!
 //! Every write goes to a temporary file in the same directory, is fsynced, and is renamed over the
 //! request's file (new requests are linked into place, never overwriting), so several stores —
-//! several sidecar processes — on one directory never see or leave a half-written file. Updates are
-//! read-modify-write without a lock: if a person saves the file at the very moment the store updates
-//! it (marking it Expired after a timeout, recording a grant's use), one of the two writes wins, as
-//! with any two editors of one file. Two processes taking the same once-only grant at the same instant
-//! could both use it; within one process, grants and new requests are serialized.
+//! several sidecar processes — on one directory never see or leave a half-written file. Every
+//! read-modify-write (a decision, expiring, recording a grant's use or `decidedAt`, looking for a pending
+//! twin then creating a request, deleting old requests) holds the directory lock, an `flock` on
+//! [`LOCK_FILE`]: two processes never overwrite each other's update, a request is decided once, and a
+//! once-only grant is used once. A person editing a file takes no lock: if they save at the very moment
+//! the store updates it (marking it Expired after a timeout, recording a grant's use), one of the two
+//! writes wins, as with any two editors of one file.
+//!
+//! A file is read only after checking, on the opened file, that it is a regular file no larger than
+//! [`MAX_FILE_BYTES`], so a file swapped for another between a `stat` and the read is still read
+//! bounded.
+//!
+//! # Who decides
+//!
+//! `dbward-sidecar approve` refuses when the approver is the requester — the Unix uid running it is
+//! `spec.requester.uid`, or its name is the requester's subject — as the operator's webhook does in a
+//! cluster; denying one's own request is allowed. See [`Decider`]. Editing the file cannot be checked.
+//! A pending request is reused only for the same requester — subject, service account, pod and uid —
+//! so that one user's statement never waits on (and runs by) a request another user sent.
+//!
+//! # Retention
+//!
+//! Decided requests are deleted [`DEFAULT_RETENTION`] (24 h, or [`DirStore::with_retention`]) after
+//! their decision — expired ones after the later of the decision and `spec.expiresAt`, approvals not
+//! before their grant can no longer be used, pending ones never while they can be decided — by the
+//! sidecar's store while it scans the directory, at most [`MAX_REMOVALS`] per scan. Listing and deciding
+//! delete nothing.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -54,10 +76,18 @@ use tracing::{debug, info, warn};
 
 use super::{ApprovalError, ApprovalStore, Decision, NewRequest, Ticket, USED_AT_ANNOTATION, is_valid_name};
 
+mod cleanup;
+mod decide;
+mod dirlock;
 mod file;
+mod scan;
 #[cfg(test)]
 mod tests;
 
+pub use cleanup::{DEFAULT_RETENTION, MAX_REMOVALS, MIN_RETENTION};
+pub use decide::{DecideError, Decider, process_uids};
+use dirlock::Held;
+pub use dirlock::LOCK_FILE;
 pub use file::Entry;
 pub(crate) use file::shell_quote;
 use file::{
@@ -103,10 +133,10 @@ struct Inner {
     /// The spec of each request this process made or reused, until it expires: a waiter compares the
     /// file with it, so a spec edited by hand cannot be what gets approved.
     specs: Mutex<HashMap<String, (SystemTime, ApprovalRequestSpec)>>,
-    /// Serializes `request` (look for a pending twin, then create) within the process.
-    request_lock: Mutex<()>,
-    /// Serializes `take_grant` within the process.
-    grant_lock: Mutex<()>,
+    /// Serializes the holders of the directory lock within the process ([`dirlock`]).
+    serial: Mutex<()>,
+    /// How long decided requests are kept.
+    retention: Mutex<cleanup::Retention>,
 }
 
 type Cached = Result<Arc<Entry>, String>;
@@ -160,8 +190,8 @@ impl DirStore {
                 cache: Mutex::default(),
                 used: Mutex::default(),
                 specs: Mutex::default(),
-                request_lock: Mutex::default(),
-                grant_lock: Mutex::default(),
+                serial: Mutex::default(),
+                retention: Mutex::default(),
             }),
         })
     }
@@ -196,55 +226,6 @@ impl DirStore {
             FileState::Ok(_, entry) => Ok(*entry),
             FileState::Broken(_, e) => Err(e),
             FileState::Missing => Err(self.inner.not_found(name, SystemTime::now())),
-        }
-    }
-
-    /// A person's decision: sets request `name` to `phase` (Approved or Denied) with `decidedBy` =
-    /// `decided_by`, `decidedAt` = now and `reason`, and returns the updated request. Refuses a request
-    /// that is unknown, already decided, or Pending past its expiresAt.
-    pub fn decide(
-        &self,
-        name: &str,
-        phase: ApprovalPhase,
-        decided_by: &str,
-        reason: Option<&str>,
-    ) -> Result<Entry, ApprovalError> {
-        if !matches!(phase, ApprovalPhase::Approved | ApprovalPhase::Denied) {
-            return Err(ApprovalError::InvalidRequest(format!(
-                "a person approves or denies; {phase} is not a decision"
-            )));
-        }
-        check_name(name)?;
-        let now = SystemTime::now();
-        let updated = self.inner.update(name, |entry| {
-            if entry.status.phase.is_final() {
-                return Err(ApprovalError::AlreadyDecided {
-                    name: entry.name.clone(),
-                    phase: entry.status.phase,
-                    decided_by: entry.status.decided_by.clone(),
-                });
-            }
-            if entry.expires_at <= now {
-                return Err(ApprovalError::PastExpiry {
-                    name: entry.name.clone(),
-                    expires_at: entry.spec.expires_at.clone(),
-                });
-            }
-            entry.status = ApprovalRequestStatus {
-                phase,
-                decided_by: Some(decided_by.to_owned()),
-                decided_at: Some(format_rfc3339(now)),
-                reason: reason.map(str::to_owned),
-            };
-            entry.decided_at = parse_rfc3339(&format_rfc3339(now)).ok();
-            Ok((true, entry.clone()))
-        })?;
-        match updated {
-            Some(entry) => {
-                debug!(request = %name, %phase, by = %decided_by, "approval request decided");
-                Ok(entry)
-            }
-            None => Err(self.inner.not_found(name, now)),
         }
     }
 
@@ -316,12 +297,6 @@ fn check_name(name: &str) -> Result<(), ApprovalError> {
     }
 }
 
-/// The directory's readable requests and the names of its broken files.
-struct Scan {
-    entries: Vec<Arc<Entry>>,
-    broken: Vec<(String, String)>,
-}
-
 /// How a file is put in place.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Put {
@@ -365,66 +340,6 @@ impl Inner {
         }
     }
 
-    /// Reads every request file, re-reading only those that changed since the last scan.
-    fn scan(&self) -> Result<Scan, ApprovalError> {
-        let what = "list the approvals directory";
-        let dir = fs::read_dir(&self.dir).map_err(io_error(what, &self.dir))?;
-        let mut cache = lock(&self.cache);
-        let mut seen = HashSet::new();
-        let mut scan = Scan {
-            entries: Vec::new(),
-            broken: Vec::new(),
-        };
-        for item in dir {
-            let item = item.map_err(io_error(what, &self.dir))?;
-            let file_name = item.file_name();
-            let Some(name) = file_name.to_str().and_then(|f| f.strip_suffix(".yaml")) else {
-                continue;
-            };
-            if !is_valid_name(name) {
-                continue;
-            }
-            let path = item.path();
-            let meta = match fs::symlink_metadata(&path) {
-                Ok(m) => m,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    scan.broken.push((name.to_owned(), e.to_string()));
-                    continue;
-                }
-            };
-            seen.insert(name.to_owned());
-            let stamp = Stamp::of(&meta);
-            if let Some((cached_stamp, cached)) = cache.get(name)
-                && *cached_stamp == stamp
-            {
-                match cached {
-                    Ok(entry) => scan.entries.push(entry.clone()),
-                    Err(why) => scan.broken.push((name.to_owned(), why.clone())),
-                }
-                continue;
-            }
-            match read_file(&path, name) {
-                Ok(FileState::Missing) => {
-                    seen.remove(name);
-                }
-                Ok(FileState::Ok(stamp, entry)) => {
-                    let entry: Arc<Entry> = Arc::from(entry);
-                    scan.entries.push(entry.clone());
-                    cache.insert(name.to_owned(), (stamp, Ok(entry)));
-                }
-                Ok(FileState::Broken(stamp, e)) => {
-                    warn_broken(name, &e);
-                    scan.broken.push((name.to_owned(), e.to_string()));
-                    cache.insert(name.to_owned(), (stamp, Err(e.to_string())));
-                }
-                Err(e) => scan.broken.push((name.to_owned(), e.to_string())),
-            }
-        }
-        cache.retain(|name, _| seen.contains(name));
-        Ok(scan)
-    }
-
     /// Writes `entry` as its file, atomically: a temporary file, fsynced, then renamed (or, for
     /// [`Put::Create`], linked) into place. Returns false when creating and the name is taken.
     fn write(&self, entry: &Entry, put: Put) -> Result<bool, ApprovalError> {
@@ -461,10 +376,26 @@ impl Inner {
         result
     }
 
-    /// Reads request `name`, lets `f` change it, and writes it back when `f` says so. None when the
-    /// file does not exist; a broken file is an error.
+    /// Takes the directory lock ([`dirlock`]).
+    fn lock_dir(&self) -> Result<Held<'_>, ApprovalError> {
+        dirlock::lock_dir(&self.dir, &self.serial, dirlock::LOCK_WAIT)
+    }
+
+    /// Reads request `name`, lets `f` change it, and writes it back when `f` says so, holding the
+    /// directory lock. None when the file does not exist; a broken file is an error.
     fn update<T>(
         &self,
+        name: &str,
+        f: impl FnOnce(&mut Entry) -> Result<(bool, T), ApprovalError>,
+    ) -> Result<Option<T>, ApprovalError> {
+        let held = self.lock_dir()?;
+        self.update_held(&held, name, f)
+    }
+
+    /// [`Self::update`] with the directory lock already held.
+    fn update_held<T>(
+        &self,
+        _held: &Held<'_>,
         name: &str,
         f: impl FnOnce(&mut Entry) -> Result<(bool, T), ApprovalError>,
     ) -> Result<Option<T>, ApprovalError> {
@@ -498,14 +429,17 @@ impl Inner {
             let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
             return Err(ApprovalError::InvalidRequest(list.join("; ")));
         }
-        let _serial = lock(&self.request_lock);
+        let held = self.lock_dir()?;
         let scan = self.scan()?;
+        self.sweep(&held, &scan, now);
+        // The whole requester, not only its subject: a request reused by another process (another uid)
+        // would let that process's user approve what it sent.
         let twin = scan
             .entries
             .iter()
             .filter(|e| {
                 e.is_open(now)
-                    && e.spec.requester.subject == spec.requester.subject
+                    && e.spec.requester == spec.requester
                     && e.spec.fingerprint == spec.fingerprint
                     && e.spec.connection == spec.connection
             })
@@ -587,7 +521,8 @@ impl Inner {
         once: bool,
         now: SystemTime,
     ) -> Result<Option<String>, ApprovalError> {
-        let _serial = lock(&self.grant_lock);
+        self.note_window(window);
+        let held = self.lock_dir()?;
         let usable = |e: &Entry, used: &HashSet<String>| {
             e.status.phase == ApprovalPhase::Approved
                 && e.spec.requester.subject == subject
@@ -597,14 +532,18 @@ impl Inner {
                 && (!once || (!e.is_used() && !used.contains(&e.name)))
         };
         let scan = self.scan()?;
+        self.sweep(&held, &scan, now);
         let mut candidates: Vec<&Arc<Entry>> = {
-            let used = lock(&self.used);
+            let mut used = lock(&self.used);
+            // Forget the used grants whose files are gone (deleted after their retention).
+            let present: HashSet<&str> = scan.entries.iter().map(|e| e.name.as_str()).collect();
+            used.retain(|name| present.contains(name.as_str()));
             scan.entries.iter().filter(|e| usable(e, &used)).collect()
         };
         candidates.sort_by_key(|e| e.decided_at);
         for candidate in candidates {
             let name = &candidate.name;
-            let marked = self.update(name, |entry| {
+            let marked = self.update_held(&held, name, |entry| {
                 // The file may have changed since the scan.
                 if !usable(entry, &lock(&self.used)) {
                     return Ok((false, false));

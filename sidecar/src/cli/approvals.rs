@@ -1,6 +1,11 @@
 //! `dbward-sidecar approve NAME`, `deny NAME` and `approvals`: a person deciding the statements a
 //! local sidecar holds. The requests are files in the approvals directory ([`crate::approval::local`]);
 //! these commands are the same gesture as `kubectl patch approvalrequest ... --subresource=status`.
+//!
+//! `approve` refuses a request the person running it sent — the request's Unix uid is one this command
+//! runs as, or its subject is this user's name — as the operator's webhook refuses self-approval in a
+//! cluster ([`crate::approval::local::Decider`]); `deny` does not (withdrawing one's own statement is
+//! fine). These commands only read and decide: deleting old requests is the running sidecar's work.
 
 use std::{
     fmt::Write as _,
@@ -67,7 +72,8 @@ pub struct ListArgs {
     pub dir: ApprovalsDirArgs,
 }
 
-/// `dbward-sidecar approve NAME`: the held statement runs.
+/// `dbward-sidecar approve NAME`: the held statement runs. Refused (non-zero exit) when the person
+/// running it sent the statement.
 pub fn approve(args: &DecideArgs) -> Result<()> {
     decide_command(args, ApprovalPhase::Approved)
 }
@@ -85,8 +91,8 @@ fn decide_command(args: &DecideArgs, phase: ApprovalPhase) -> Result<()> {
 }
 
 /// Sets request `name` in `dir` to `phase` (Approved or Denied) as `by`, and returns the line to print.
-/// Refuses an unknown request (listing the pending ones), one already decided (naming its phase), and
-/// one past its expiry.
+/// Refuses an unknown request (listing the pending ones), one already decided (naming its phase), one
+/// past its expiry, and approving one that `by` or this process's Unix user sent.
 pub fn decide(
     dir: &Path,
     name: &str,
@@ -238,7 +244,8 @@ pub fn one_line(s: &str, max: usize) -> String {
     out
 }
 
-/// Who decides, for `decidedBy`: `local:<$USER>`, else `local:<uid>`.
+/// Who decides, for `decidedBy`: `local:<$USER>`, else `local:<uid>`. `$USER` is a label the person
+/// chooses; the self-approval check also compares the uids the process runs as, which they do not.
 pub fn local_user() -> String {
     let user = std::env::var("USER")
         .ok()
@@ -427,6 +434,27 @@ mod tests {
         );
         assert!(row_a.contains(" 60m "), "{row_a}");
         assert!(row_b.contains("Denied") && row_b.contains(" - "), "{row_b}");
+    }
+
+    #[tokio::test]
+    async fn the_requester_cannot_approve_its_own_statement() {
+        let dir = TempDir::new("self");
+        let store = DirStore::new(&dir.0).unwrap();
+        let mut own = request("DELETE FROM t", "own");
+        own.requester.uid = crate::approval::local::process_uids().unwrap().first().copied();
+        let a = store.request(own).await.unwrap();
+        let e = decide(&dir.0, &a.name, ApprovalPhase::Approved, None, "local:carol").unwrap_err();
+        assert!(e.to_string().contains("cannot approve its own statement"), "{e}");
+        assert_eq!(store.get(&a.name).unwrap().phase(), ApprovalPhase::Pending);
+        let line = decide(&dir.0, &a.name, ApprovalPhase::Denied, None, "local:carol").unwrap();
+        assert!(line.contains("denied by local:carol"), "{line}");
+
+        let mut named = request("DELETE FROM u", "named");
+        named.requester.subject = "local:carol".to_owned();
+        let b = store.request(named).await.unwrap();
+        let e = decide(&dir.0, &b.name, ApprovalPhase::Approved, None, "local:carol").unwrap_err();
+        assert!(e.to_string().contains("cannot approve its own statement"), "{e}");
+        decide(&dir.0, &b.name, ApprovalPhase::Approved, None, "local:dave").unwrap();
     }
 
     #[test]

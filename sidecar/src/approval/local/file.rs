@@ -229,37 +229,33 @@ pub(super) fn read_file(path: &Path, name: &str) -> Result<FileState, ApprovalEr
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(FileState::Missing),
         Err(e) => return Err(io_error(what, path)(e)),
     };
-    let stamp = Stamp::of(&meta);
-    if !meta.is_file() {
-        return Ok(FileState::Broken(
-            stamp,
-            ApprovalError::Invalid {
-                path: path.to_owned(),
-                message: "not a regular file".to_owned(),
-            },
-        ));
-    }
-    let too_large = || ApprovalError::TooLarge {
-        path: path.to_owned(),
-        max: MAX_FILE_BYTES,
-    };
-    if meta.len() > MAX_FILE_BYTES {
-        return Ok(FileState::Broken(stamp, too_large()));
+    if let Some(e) = not_readable(&meta, path) {
+        return Ok(FileState::Broken(Stamp::of(&meta), e));
     }
     let mut file = match fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(FileState::Missing),
         Err(e) => return Err(io_error(what, path)(e)),
     };
+    read_opened(&mut file, path, name)
+}
+
+/// Reads and checks an opened request file. Its own metadata decides (the name may point elsewhere by
+/// now than when it was looked at): a regular file, at most [`MAX_FILE_BYTES`].
+pub(super) fn read_opened(file: &mut fs::File, path: &Path, name: &str) -> Result<FileState, ApprovalError> {
+    let what = "read the approval request file";
     let meta = file.metadata().map_err(io_error(what, path))?;
     let stamp = Stamp::of(&meta);
+    if let Some(e) = not_readable(&meta, path) {
+        return Ok(FileState::Broken(stamp, e));
+    }
     let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-    (&mut file)
-        .take(MAX_FILE_BYTES + 1)
+    file.take(MAX_FILE_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(io_error(what, path))?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Ok(FileState::Broken(stamp, too_large()));
+        // It grew while being read.
+        return Ok(FileState::Broken(stamp, too_large(path)));
     }
     let modified = meta.modified().unwrap_or(UNIX_EPOCH);
     let parsed = std::str::from_utf8(&bytes)
@@ -279,6 +275,27 @@ pub(super) fn read_file(path: &Path, name: &str) -> Result<FileState, ApprovalEr
         Ok(entry) => FileState::Ok(stamp, Box::new(entry)),
         Err(e) => FileState::Broken(stamp, e),
     })
+}
+
+/// Why a file with metadata `meta` is not read as a request: not a regular file, or too large.
+fn not_readable(meta: &fs::Metadata, path: &Path) -> Option<ApprovalError> {
+    if !meta.is_file() {
+        Some(ApprovalError::Invalid {
+            path: path.to_owned(),
+            message: "not a regular file".to_owned(),
+        })
+    } else if meta.len() > MAX_FILE_BYTES {
+        Some(too_large(path))
+    } else {
+        None
+    }
+}
+
+fn too_large(path: &Path) -> ApprovalError {
+    ApprovalError::TooLarge {
+        path: path.to_owned(),
+        max: MAX_FILE_BYTES,
+    }
 }
 
 /// Writes `bytes` to a new file at `tmp` (mode 0600) and fsyncs it.

@@ -1,5 +1,8 @@
 //! The directory store with real files in a temporary directory.
 
+mod retention;
+mod sharing;
+
 use std::{
     collections::HashSet,
     path::{Path, PathBuf},
@@ -33,6 +36,12 @@ impl Drop for TempDir {
 
 const SQL: &str = "DELETE FROM customers\nWHERE id = 'o''brien' -- note: #1";
 
+/// A Unix uid this test process does not run as: the requester, never the approver.
+pub(crate) fn other_uid() -> u32 {
+    let ours = process_uids().unwrap();
+    (1000..).find(|uid| !ours.contains(uid)).unwrap()
+}
+
 fn new_request(subject: &str, fingerprint: &str) -> NewRequest {
     NewRequest {
         connection: "orders".to_owned(),
@@ -40,7 +49,7 @@ fn new_request(subject: &str, fingerprint: &str) -> NewRequest {
             service_account: Some("ci/agent".to_owned()),
             pod: Some("agent-7d9f".to_owned()),
             subject: subject.to_owned(),
-            uid: Some(1000),
+            uid: Some(other_uid()),
         },
         statement: SQL.to_owned(),
         fingerprint: fingerprint.to_owned(),
@@ -507,7 +516,7 @@ async fn denied_expired_and_late_approvals_are_no_grants() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert!(matches!(
         store.decide(&late.name, ApprovalPhase::Approved, "local:carol", None),
-        Err(ApprovalError::PastExpiry { .. })
+        Err(DecideError::Store(ApprovalError::PastExpiry { .. }))
     ));
 }
 
@@ -521,7 +530,10 @@ async fn decide_refuses_unknown_and_decided_requests() {
         .decide("orders-zzzzzzzzzz", ApprovalPhase::Approved, "local:carol", None)
         .unwrap_err();
     let msg = e.to_string();
-    assert!(matches!(e, ApprovalError::NotFound { .. }), "{msg}");
+    assert!(
+        matches!(e, DecideError::Store(ApprovalError::NotFound { .. })),
+        "{msg}"
+    );
     assert!(msg.contains(&a.name) && msg.contains(&b.name), "{msg}");
 
     let entry = store
@@ -542,7 +554,10 @@ async fn decide_refuses_unknown_and_decided_requests() {
     let e = store
         .decide("../../etc", ApprovalPhase::Approved, "x", None)
         .unwrap_err();
-    assert!(matches!(e, ApprovalError::InvalidName { .. }), "{e}");
+    assert!(
+        matches!(e, DecideError::Store(ApprovalError::InvalidName { .. })),
+        "{e}"
+    );
     assert!(store.decide(&b.name, ApprovalPhase::Expired, "x", None).is_err());
 }
 
@@ -588,7 +603,12 @@ async fn requests_are_validated_and_requesters_kept_verbatim() {
     odd.requester.uid = None;
     let t = store.request(odd.clone()).await.unwrap();
     assert_eq!(store.get(&t.name).unwrap().spec.requester, odd.requester);
-    assert_eq!(fs::read_dir(&dir.0).unwrap().count(), 1);
+    let files: Vec<String> = fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(files.contains(&LOCK_FILE.to_owned()), "{files:?}");
 }
 
 #[test]
