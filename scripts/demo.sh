@@ -113,6 +113,17 @@ if [[ "$mode" == --smoke ]]; then
     if grep -q "$app_password" "$work/sidecar.log"; then
         echo "demo smoke: the password appears in the sidecar's log" >&2; exit 1
     fi
+    # Recording: every session is in the journal; replay shows the refused DROP and the denied DELETE.
+    "$sidecar" replay "$work/journal" >"$work/sessions" || { cat "$work/sessions" >&2; exit 1; }
+    grep -q 'system:serviceaccount:demo:agent' "$work/sessions" || { cat "$work/sessions" >&2; exit 1; }
+    session="$(grep -l 'drop table customers' "$work"/journal/*.jsonl >/dev/null && \
+        grep -h '"text":"drop table customers"' "$work"/journal/*.jsonl | head -1 | sed 's/.*"session":"\([0-9a-f]*\)".*/\1/')"
+    "$sidecar" replay "$work/journal" --session "$session" >"$work/transcript"
+    grep -q 'DENY  drop table customers' "$work/transcript" || { cat "$work/transcript" >&2; exit 1; }
+    grep -q '"stage":"denied"' "$work"/journal/*.jsonl || { echo "demo smoke: the denial is not on record" >&2; exit 1; }
+    if grep -q "$app_password" "$work"/journal/*.jsonl; then
+        echo "demo smoke: the password appears in the journal" >&2; exit 1
+    fi
     echo "demo smoke: ok"
     exit 0
 fi
@@ -145,6 +156,11 @@ cat <<TXT
 
     $sidecar approvals --config $work/dbward.yaml
     $sidecar deny NAME --config $work/dbward.yaml --reason "not today"     # or: approve NAME
+
+  Every session is recorded (statements, decisions, approvals, results; never parameters or row values):
+
+    $sidecar replay $work/journal                       # the sessions
+    $sidecar replay $work/journal --session ID          # one, as a transcript
 
   Ctrl-C stops everything and removes the throwaway database.
 TXT

@@ -37,7 +37,7 @@ pub use policy::{
     AccessPolicySpec, AccessPolicyStatus, Action, ApprovalMode, ApprovalSpec, Detector, Enforcement, Limits,
     MaskStrategy, MaskingRule, OidcSubject, Operation, Rule, RuleWhen, ServiceAccountSubject, Subject,
 };
-pub use timestamp::{TimestampError, format_rfc3339, parse_rfc3339};
+pub use timestamp::{Rfc3339Millis, TimestampError, format_rfc3339, parse_rfc3339};
 pub use validate::FieldError;
 
 /// The API group.

@@ -137,6 +137,28 @@ pub fn format_rfc3339(time: SystemTime) -> String {
     )
 }
 
+/// A time that displays as RFC 3339 in UTC with milliseconds, e.g. `2026-05-01T09:00:00.250Z` (the
+/// session journal's timestamps). Displaying it allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rfc3339Millis(pub SystemTime);
+
+impl std::fmt::Display for Rfc3339Millis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let since = self.0.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let secs = since.as_secs();
+        let (year, month, day) = civil_from_days(i64::try_from(secs / 86_400).unwrap_or(i64::MAX));
+        let rem = secs % 86_400;
+        write!(
+            f,
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+            rem / 3600,
+            rem / 60 % 60,
+            rem % 60,
+            since.subsec_millis()
+        )
+    }
+}
+
 fn is_leap(year: u32) -> bool {
     year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400))
 }
@@ -179,6 +201,15 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn millis_round_trip() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_777_626_000_250);
+        let text = Rfc3339Millis(t).to_string();
+        assert_eq!(text, "2026-05-01T09:00:00.250Z");
+        assert_eq!(parse_rfc3339(&text).unwrap(), t);
+        assert_eq!(Rfc3339Millis(UNIX_EPOCH).to_string(), "1970-01-01T00:00:00.000Z");
+    }
 
     fn unix(input: &str) -> i64 {
         let t = parse_rfc3339(input).unwrap();

@@ -109,7 +109,7 @@ async fn a_sidecar_configured_by_the_operator_enforces_follows_and_holds() {
     let Command::Run(args) = cli.command else {
         panic!("not run")
     };
-    let sidecar = tokio::spawn(dbward_sidecar::cli::run(args));
+    let sidecar = tokio::spawn(dbward_sidecar::cli::run(*args));
 
     let client = connect(local_port).await;
     // The operator's policy: reads allowed, the email masked, the pod's service account as identity.

@@ -3,6 +3,7 @@
 
 pub mod approvals;
 pub mod egress;
+pub mod journal;
 
 use std::{net::IpAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -46,7 +47,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the connections of a config file.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Check a config file and exit: 0 when it is valid, 1 with the first problem otherwise.
     Check(CheckArgs),
     /// Approve a held statement: set its approval request's phase to Approved.
@@ -58,6 +59,8 @@ pub enum Command {
     /// Install the pod's egress lock (run as the injected init container): only the sidecar's uid may
     /// reach the upstream databases.
     EgressLock(egress::EgressLockArgs),
+    /// Read the session journal: list its sessions, or show one as a transcript.
+    Replay(journal::ReplayArgs),
 }
 
 #[derive(Debug, Args)]
@@ -123,6 +126,12 @@ pub struct RunArgs {
     /// Directory of approval requests, one YAML file each [default: `approvals` next to --config].
     #[arg(long, env = "DBWARD_APPROVALS", value_name = "DIR")]
     pub approvals: Option<PathBuf>,
+    /// How long decided approval request files are kept before they are deleted (as the operator's
+    /// --approval-retention); approvals stay at least as long as a grant window may still use them.
+    #[arg(long, env = "DBWARD_APPROVAL_RETENTION", default_value = "24h", value_parser = duration)]
+    pub approval_retention: Duration,
+    #[command(flatten)]
+    pub journal: journal::JournalArgs,
 }
 
 impl RunArgs {
@@ -178,10 +187,13 @@ pub async fn run(args: RunArgs) -> Result<()> {
             let cfg = config::load_file(path)?;
             let env = |k: &str| std::env::var(k).ok();
             let mut proxy_config = config::runtime::build(&cfg, &opts, None, &env)?;
+            proxy_config.shared.journal = args.journal.open(&crate::journal::replay::beside(path))?;
             let store = Arc::new(PolicyStore::new(config::runtime::policies(&cfg)?));
             let approvals_dir = args.approvals_dir()?;
-            let approvals: Arc<dyn crate::approval::ApprovalStore> =
-                Arc::new(crate::approval::local::DirStore::new(approvals_dir.clone())?);
+            let approvals: Arc<dyn crate::approval::ApprovalStore> = Arc::new(
+                crate::approval::local::DirStore::new(approvals_dir.clone())?
+                    .with_retention(args.approval_retention),
+            );
             info!(dir = %approvals_dir.display(), "approval requests are kept as files");
             config::runtime::install_guard_with(
                 &mut proxy_config,
@@ -216,6 +228,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
             opts.identity = format!("{}/{}", first.identity.namespace, first.identity.service_account);
             opts.pod = Some(first.identity.pod.clone());
             let mut proxy_config = config::runtime::build(&cfg, &opts, None, &config::operator::no_env)?;
+            proxy_config.shared.journal = args
+                .journal
+                .open(std::path::Path::new(journal::OPERATOR_JOURNAL_DIR))?;
             let store = Arc::new(PolicyStore::new(config::runtime::policies_with(
                 &cfg,
                 sa_issuers(&first),
@@ -245,8 +260,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
         info!(%connection, %addr, "listening");
     }
     info!(startup_ms = started.elapsed().as_secs_f64() * 1000.0, "ready");
+    let journal = proxy.journal();
     proxy.run(shutdown).await;
     follow.abort();
+    if let Some(j) = journal {
+        j.sync_now();
+    }
     Ok(())
 }
 

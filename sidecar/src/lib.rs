@@ -11,6 +11,7 @@ pub mod egress;
 pub mod guard;
 pub mod hex;
 pub mod identity;
+pub mod journal;
 pub mod mask;
 pub mod policy;
 pub mod proxy;

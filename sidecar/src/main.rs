@@ -21,6 +21,7 @@ fn main() -> std::process::ExitCode {
         Command::Deny(args) => dbward_sidecar::cli::deny(&args),
         Command::Approvals(args) => dbward_sidecar::cli::approvals::list(&args),
         Command::EgressLock(args) => dbward_sidecar::cli::egress::run(&args),
+        Command::Replay(args) => dbward_sidecar::cli::journal::replay(&args),
         Command::Run(args) => {
             let runtime = match args.threads {
                 1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
@@ -30,7 +31,7 @@ fn main() -> std::process::ExitCode {
                     .build(),
             };
             match runtime {
-                Ok(rt) => rt.block_on(dbward_sidecar::cli::run(args)),
+                Ok(rt) => rt.block_on(dbward_sidecar::cli::run(*args)),
                 Err(e) => Err(e.into()),
             }
         }

@@ -216,6 +216,7 @@ pub fn build(
                 max_message: opts.max_message,
             },
             startup_timeout: opts.startup_timeout,
+            journal: None,
         },
         shutdown_grace: opts.shutdown_grace,
         max_sessions: opts.max_sessions,

@@ -22,9 +22,14 @@ use aws_lc_rs::digest;
 use dbward_crds::{ApprovalMode, ApprovalPhase, Requester, format_duration};
 use tracing::{info, warn};
 
+use super::record::ApprovalOutcome;
 use crate::{
     approval::{ApprovalStore, NewRequest},
     identity::CallerIdentity,
+    journal::{
+        SessionLog,
+        event::{self, Time},
+    },
     policy::ApprovalSettings,
     proxy::{messages::frontend::Bind, pump::Wait, signals::SessionSignals},
 };
@@ -44,6 +49,7 @@ const CANNOT_ASK: &str = "58000";
 enum Ended {
     Approved {
         name: String,
+        by: Option<String>,
     },
     Denied {
         name: String,
@@ -89,6 +95,61 @@ pub(super) struct Held<'a> {
 
 type Slot = Arc<Mutex<Option<(String, Ended)>>>;
 
+/// How many sessions of this sidecar wait on each request (identical requests are shared): a client
+/// that cancels or goes away withdraws the request only when nobody else waits on it.
+#[derive(Debug, Default)]
+pub(crate) struct Waiters(Mutex<HashMap<String, usize>>);
+
+impl Waiters {
+    fn join(self: &Arc<Self>, name: &str) -> Waiting {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.to_owned())
+            .or_default() += 1;
+        Waiting {
+            waiters: self.clone(),
+            name: name.to_owned(),
+            left: false,
+        }
+    }
+}
+
+/// One session's place among a request's waiters.
+struct Waiting {
+    waiters: Arc<Waiters>,
+    name: String,
+    left: bool,
+}
+
+impl Waiting {
+    /// Leaves; returns whether this was the last waiter.
+    fn leave(&mut self) -> bool {
+        if self.left {
+            return false;
+        }
+        self.left = true;
+        let mut map = self.waiters.0.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(n) = map.get_mut(&self.name) else {
+            return true;
+        };
+        *n -= 1;
+        if *n == 0 {
+            map.remove(&self.name);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.leave();
+    }
+}
+
 /// A session's approvals.
 pub(super) struct SessionApprovals {
     store: Arc<dyn ApprovalStore>,
@@ -101,6 +162,12 @@ pub(super) struct SessionApprovals {
     ended: Slot,
     /// Fingerprints of bound parameters, by portal (only for statements that need approval).
     portals: HashMap<String, String>,
+    /// The session's journal.
+    log: Option<Arc<SessionLog>>,
+    /// The sidecar's waiters per request.
+    waiters: Arc<Waiters>,
+    /// How the last held statement's approval ended, for its `statement` event.
+    note: Option<ApprovalOutcome>,
 }
 
 impl SessionApprovals {
@@ -110,6 +177,8 @@ impl SessionApprovals {
         connection: &str,
         identity: &CallerIdentity,
         reminder: Duration,
+        log: Option<Arc<SessionLog>>,
+        waiters: Arc<Waiters>,
     ) -> Self {
         let requester = Requester {
             service_account: identity
@@ -129,7 +198,15 @@ impl SessionApprovals {
             reminder,
             ended: Arc::default(),
             portals: HashMap::new(),
+            log,
+            waiters,
+            note: None,
         }
+    }
+
+    /// How the approval of the statement just judged ended, if it was held.
+    pub fn take_note(&mut self) -> Option<ApprovalOutcome> {
+        self.note.take()
     }
 
     /// Remembers the parameters bound to a portal whose statement needs approval.
@@ -191,10 +268,11 @@ impl SessionApprovals {
         Hold::Wait(wait)
     }
 
-    fn outcome(&self, ended: Ended, held: &Held<'_>) -> Hold {
+    fn outcome(&mut self, ended: Ended, held: &Held<'_>) -> Hold {
+        self.note = ended.note();
         let refuse = |code, message| Hold::Refuse { code, message };
         match ended {
-            Ended::Approved { name } => {
+            Ended::Approved { name, .. } => {
                 info!(connection = %self.connection, request = %name, "approved statement runs");
                 Hold::Proceed
             }
@@ -240,6 +318,8 @@ impl SessionApprovals {
         let message = held.message.to_owned();
         let rule = held.rule.to_owned();
         let cancels_before = signals.cancel_count();
+        let log = self.log.clone();
+        let waiters = self.waiters.clone();
         Box::pin(async move {
             let ended = match store.request(request).await {
                 Err(e) => Ended::Failed(e.to_string()),
@@ -250,6 +330,18 @@ impl SessionApprovals {
                         .duration_since(SystemTime::now())
                         .unwrap_or_default();
                     info!(%connection, request = %name, %rule, reused = ticket.reused, "statement held for approval");
+                    journal_approval(
+                        log.as_deref(),
+                        &event::Approval {
+                            request: &name,
+                            stage: "requested",
+                            mode: "wait",
+                            rule: Some(&rule),
+                            reused: ticket.reused,
+                            expires_at: Some(Time(ticket.expires_at)),
+                            ..event::Approval::default()
+                        },
+                    );
                     signals.notice(
                         HELD_NOTICE,
                         &format!(
@@ -261,6 +353,7 @@ impl SessionApprovals {
                     let mut withdraw = Withdraw {
                         store: store.clone(),
                         name: Some(name.clone()),
+                        waiting: waiters.join(&name),
                     };
                     let started = tokio::time::Instant::now();
                     let deadline = started + left;
@@ -277,7 +370,10 @@ impl SessionApprovals {
                                 break Ended::Expired { name: name.clone(), reason: Some(reason) };
                             }
                             () = signals.cancelled_after(cancels_before) => {
-                                if let Err(e) = store.expire(&name, "the client cancelled the statement").await {
+                                // Others waiting on the same request keep it open.
+                                if withdraw.waiting.leave()
+                                    && let Err(e) = store.expire(&name, "the client cancelled the statement").await
+                                {
                                     warn!(request = %name, error = %e, "could not withdraw the approval request");
                                 }
                                 break Ended::Cancelled { name: name.clone() };
@@ -295,8 +391,12 @@ impl SessionApprovals {
                             }
                         }
                     };
+                    // From here a dropped wait has nothing to withdraw; until here, dropping it (the
+                    // client went away) withdraws the request if this was its last waiter.
                     withdraw.name = None;
-                    info!(%connection, request = %name, waited_ms = started.elapsed().as_millis() as u64, outcome = ended.word(), "approval wait ended");
+                    let waited = started.elapsed();
+                    info!(%connection, request = %name, waited_ms = waited.as_millis() as u64, outcome = ended.word(), "approval wait ended");
+                    journal_approval(log.as_deref(), &ended.event(&name, "wait", Some(waited)));
                     ended
                 }
             };
@@ -310,17 +410,58 @@ impl SessionApprovals {
         let slot = self.ended.clone();
         let subject = self.subject.clone();
         let (window, once) = (settings.grant_window, settings.grant_once);
+        let log = self.log.clone();
+        let rule = request.rule.clone();
         Box::pin(async move {
             let ended = match store.take_grant(&subject, &key, window, once).await {
-                Ok(Some(name)) => Ended::Approved { name },
+                Ok(Some(name)) => {
+                    journal_approval(
+                        log.as_deref(),
+                        &event::Approval {
+                            request: &name,
+                            stage: "granted",
+                            mode: "reject",
+                            rule: Some(&rule),
+                            ..event::Approval::default()
+                        },
+                    );
+                    Ended::Approved { name, by: None }
+                }
                 Ok(None) => match store.request(request).await {
-                    Ok(ticket) => Ended::Asked { name: ticket.name },
+                    Ok(ticket) => {
+                        journal_approval(
+                            log.as_deref(),
+                            &event::Approval {
+                                request: &ticket.name,
+                                stage: "asked",
+                                mode: "reject",
+                                rule: Some(&rule),
+                                reused: ticket.reused,
+                                expires_at: Some(Time(ticket.expires_at)),
+                                ..event::Approval::default()
+                            },
+                        );
+                        Ended::Asked { name: ticket.name }
+                    }
                     Err(e) => Ended::Failed(e.to_string()),
                 },
                 Err(e) => Ended::Failed(e.to_string()),
             };
             *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some((key, ended));
         })
+    }
+}
+
+/// Writes an approval event to the session's journal at once (a wait may be long; the request must be
+/// on record while it lasts).
+fn journal_approval(log: Option<&SessionLog>, e: &event::Approval<'_>) {
+    let Some(log) = log else { return };
+    let e = event::Approval {
+        session: log.id(),
+        ..*e
+    };
+    if let Err(err) = log.record_now(|buf| event::approval(buf, &e)) {
+        warn!(session = log.id(), error = %err, "could not write the session journal");
     }
 }
 
@@ -335,13 +476,66 @@ impl Ended {
             Self::Failed(_) => "failed",
         }
     }
+
+    fn name(&self) -> Option<&str> {
+        match self {
+            Self::Approved { name, .. }
+            | Self::Denied { name, .. }
+            | Self::Expired { name, .. }
+            | Self::Cancelled { name }
+            | Self::Asked { name } => Some(name),
+            Self::Failed(_) => None,
+        }
+    }
+
+    fn decided_by(&self) -> Option<&str> {
+        match self {
+            Self::Approved { by, .. } | Self::Denied { by, .. } => by.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// What the held statement's `statement` event says of it.
+    fn note(&self) -> Option<ApprovalOutcome> {
+        Some(ApprovalOutcome {
+            request: self.name()?.to_owned(),
+            outcome: self.word(),
+            decided_by: self.decided_by().map(str::to_owned),
+        })
+    }
+
+    /// The `approval` event of the end of a wait.
+    fn event<'a>(
+        &'a self,
+        name: &'a str,
+        mode: &'static str,
+        waited: Option<Duration>,
+    ) -> event::Approval<'a> {
+        let reason = match self {
+            Self::Denied { reason, .. } | Self::Expired { reason, .. } => reason.as_deref(),
+            Self::Failed(e) => Some(e.as_str()),
+            _ => None,
+        };
+        event::Approval {
+            request: name,
+            stage: self.word(),
+            mode,
+            decided_by: self.decided_by(),
+            reason,
+            waited_ms: waited.map(|w| u64::try_from(w.as_millis()).unwrap_or(u64::MAX)),
+            ..event::Approval::default()
+        }
+    }
 }
 
 fn decision(name: String, d: Result<crate::approval::Decision, crate::approval::ApprovalError>) -> Ended {
     match d {
         Err(e) => Ended::Failed(e.to_string()),
         Ok(d) => match d.phase {
-            ApprovalPhase::Approved => Ended::Approved { name },
+            ApprovalPhase::Approved => Ended::Approved {
+                name,
+                by: d.decided_by,
+            },
             ApprovalPhase::Denied => Ended::Denied {
                 name,
                 by: d.decided_by,
@@ -355,10 +549,13 @@ fn decision(name: String, d: Result<crate::approval::Decision, crate::approval::
     }
 }
 
-/// Withdraws the request when the wait is dropped before it ended (the client went away).
+/// Withdraws the request when the wait is dropped before it ended (the client went away) and nobody
+/// else waits on it.
 struct Withdraw {
     store: Arc<dyn ApprovalStore>,
     name: Option<String>,
+    /// This session's place among the request's waiters.
+    waiting: Waiting,
 }
 
 impl Drop for Withdraw {
@@ -366,6 +563,9 @@ impl Drop for Withdraw {
         let Some(name) = self.name.take() else {
             return;
         };
+        if !self.waiting.leave() {
+            return;
+        }
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let expire = self.store.expire(&name, "the client went away");
             rt.spawn(async move {

@@ -34,12 +34,22 @@ pub(super) enum Results {
     },
 }
 
+/// What the journal records of a judgment besides its verdict.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Note {
+    /// The rule that decided (`<namespace>/<policy>/<rule>`), when one did.
+    pub rule: Option<Arc<str>>,
+    /// What audit-only policies would have done differently (e.g. `deny by shop/audit/no-ddl`).
+    pub audit: Option<Arc<str>>,
+}
+
 #[derive(Clone)]
 pub(super) enum Outcome {
-    Allow,
+    Allow(Note),
     Deny {
         code: &'static str,
         message: Arc<str>,
+        note: Note,
     },
     /// A rule holds it for a person's approval (checked again when it is about to run).
     Approval {
@@ -192,7 +202,7 @@ mod tests {
     };
 
     fn keep(cache: &mut DecisionCache, sql: &str) {
-        cache.insert(sql, V, &Arc::new(analyze(sql)), &Outcome::Allow);
+        cache.insert(sql, V, &Arc::new(analyze(sql)), &Outcome::Allow(Note::default()));
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod context;
 mod decisions;
 mod judgment;
 pub mod paths;
+mod record;
 mod results;
 mod startup;
 mod statements;
@@ -94,6 +95,8 @@ pub(crate) struct GuardShared {
     pub approvals: Option<Arc<dyn ApprovalStore>>,
     /// How often a client whose statement is held hears that it still waits.
     pub reminder: Duration,
+    /// Sessions waiting on each approval request.
+    pub(super) waiters: Arc<approvals::Waiters>,
 }
 
 /// Enforces AccessPolicy on every session of the proxy.
@@ -116,6 +119,7 @@ impl Guard {
                 key,
                 approvals: None,
                 reminder: approvals::DEFAULT_REMINDER,
+                waiters: Arc::default(),
             }),
         }
     }
@@ -145,6 +149,7 @@ impl SessionHooks for Guard {
             results: Some(Box::new(results::GuardResults::new(
                 self.shared.key.clone(),
                 masks,
+                session.journal.clone(),
             ))),
             describe_portals: false,
         }

@@ -22,7 +22,7 @@ use crate::{
         is_binary_copy, rewrite_data_row,
     },
     proxy::{
-        hook::{Context, ResultHook, RowAction, Rows},
+        hook::{Context, ResultHook, RowAction, Rows, StatementEnd},
         messages::{
             backend::{put_cstr, put_message, tag as be},
             error::sqlstate,
@@ -79,10 +79,16 @@ pub(super) struct GuardResults {
     /// statements whose rows needed no inspection (an error can quote a value they read).
     masks: Arc<std::sync::atomic::AtomicBool>,
     last_reload: Option<std::time::Instant>,
+    /// The session's journal.
+    log: Option<Arc<crate::journal::SessionLog>>,
 }
 
 impl GuardResults {
-    pub(super) fn new(key: MaskKey, masks: Arc<std::sync::atomic::AtomicBool>) -> Self {
+    pub(super) fn new(
+        key: MaskKey,
+        masks: Arc<std::sync::atomic::AtomicBool>,
+        log: Option<Arc<crate::journal::SessionLog>>,
+    ) -> Self {
         Self {
             key,
             plan: RowPlan::default(),
@@ -98,6 +104,7 @@ impl GuardResults {
             scrub: false,
             masks,
             last_reload: None,
+            log,
         }
     }
 
@@ -363,6 +370,19 @@ impl ResultHook for GuardResults {
 
     fn message(&mut self, tag: u8, body: &[u8], out: &mut BytesMut) -> bool {
         scrub_message(tag, body, out)
+    }
+
+    fn statement_end(&mut self, end: &StatementEnd<'_>) {
+        if let Some(log) = &self.log {
+            super::record::result(log, end);
+        }
+    }
+
+    fn before_ready(&mut self) -> Result<(), String> {
+        match &self.log {
+            Some(log) => super::record::before_ready(log),
+            None => Ok(()),
+        }
     }
 }
 

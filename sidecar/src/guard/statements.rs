@@ -15,15 +15,17 @@ use super::{
     context::{
         CallerState, CatalogErrorSlot, CatalogSchema, StatementContext, flow_strategy, reload, take_error,
     },
-    decisions::{DecisionCache, Outcome, Results, Versions},
+    decisions::{DecisionCache, Note, Outcome, Results, Versions},
     judgment::{
         advance_paths, calls_set_config, log_decision, merge, resolve, timeout_exceeds_limit, writes_data,
     },
     paths::{SearchPaths, parse_search_path},
+    record::Judged,
 };
 use crate::{
     catalog::CatalogSnapshot,
     identity::CallerIdentity,
+    journal::SessionLog,
     policy::Verdict as PolicyVerdict,
     proxy::{
         hook::{SessionInfo, Statement, StatementHook, Verdict},
@@ -76,6 +78,14 @@ pub(super) struct GuardStatements {
     executing: Option<String>,
     /// Tells the result half the caller masks anything (so it scrubs error messages).
     masks: Arc<std::sync::atomic::AtomicBool>,
+    /// The session's journal.
+    pub(super) log: Option<Arc<SessionLog>>,
+    /// What the journal records of the statement being judged.
+    pub(super) judged: Judged,
+    /// The number of the statement just let through, for the relay.
+    pub(super) recorded: Option<u64>,
+    /// Parameters bound to the unnamed portal.
+    pub(super) unnamed_params: Option<usize>,
     /// The session's statement_timeout when it opened, in ms (0 or `None`: none).
     opened_timeout: Option<u64>,
     /// A load of the catalog this session waited for failed.
@@ -94,6 +104,7 @@ impl GuardStatements {
     ) -> Self {
         let initial = info.search_path.as_deref().map(parse_search_path);
         let (approvals_store, reminder) = (shared.approvals.clone(), shared.reminder);
+        let waiters = shared.waiters.clone();
         Self {
             shared,
             conn,
@@ -115,11 +126,17 @@ impl GuardStatements {
                     &info.connection,
                     &info.identity,
                     reminder,
+                    info.journal.clone(),
+                    waiters,
                 )
             }),
             binding_held: false,
             executing: None,
             masks,
+            log: info.journal.clone(),
+            judged: Judged::default(),
+            recorded: None,
+            unnamed_params: None,
             opened_timeout: info
                 .settings
                 .iter()
@@ -282,6 +299,7 @@ impl GuardStatements {
         // Parsed once for the lineage of what the text writes, when that matters.
         let mut parsed: Option<Vec<Option<sqlparser::ast::Statement>>> = None;
         let mut approval = None;
+        let mut note = Note::default();
         // A statement that changes the search path changes how the statements after it in the same
         // text resolve their names: each is judged under every path it may run with.
         let mut paths = self.paths.clone();
@@ -299,6 +317,7 @@ impl GuardStatements {
                     None => r.name.clone(),
                 });
             log_decision(&self.connection, &self.identity, &decision);
+            super::record::note_decision(&mut note, &decision);
             match decision.effective() {
                 PolicyVerdict::Allow => {}
                 PolicyVerdict::Deny => {
@@ -306,6 +325,7 @@ impl GuardStatements {
                         Outcome::Deny {
                             code: sqlstate::INSUFFICIENT_PRIVILEGE,
                             message: decision.message.into(),
+                            note,
                         },
                         missing,
                     );
@@ -331,6 +351,7 @@ impl GuardStatements {
                             Outcome::Deny {
                                 code: sqlstate::INSUFFICIENT_PRIVILEGE,
                                 message: message.into(),
+                                note,
                             },
                             missing,
                         );
@@ -342,6 +363,7 @@ impl GuardStatements {
                     Outcome::Deny {
                         code: sqlstate::INSUFFICIENT_PRIVILEGE,
                         message: message.into(),
+                        note,
                     },
                     missing,
                 );
@@ -362,12 +384,13 @@ impl GuardStatements {
                     Outcome::Deny {
                         code: sqlstate::INSUFFICIENT_PRIVILEGE,
                         message: message.into(),
+                        note,
                     },
                     missing,
                 );
             }
         }
-        (approval.unwrap_or(Outcome::Allow), missing)
+        (approval.unwrap_or(Outcome::Allow(note)), missing)
     }
 
     /// A statement that writes (`ast`, when it parses): refused when a masked column would flow into
@@ -457,8 +480,11 @@ impl GuardStatements {
         apply: bool,
     ) -> Verdict {
         match outcome {
-            Outcome::Deny { code, message } => return deny(code, message.to_string()),
-            Outcome::Allow => {}
+            Outcome::Deny { code, message, note } => {
+                self.judged.note = note;
+                return deny(code, message.to_string());
+            }
+            Outcome::Allow(note) => self.judged.note = note,
             Outcome::Approval { .. } if !apply => {
                 self.binding_held = true;
                 return Verdict::Allow;
@@ -468,6 +494,8 @@ impl GuardStatements {
                 rule,
                 settings,
             } => {
+                self.judged.held = true;
+                self.judged.note.rule = Some(rule.clone());
                 let Some(approvals) = self.approvals.as_mut() else {
                     return deny(sqlstate::INSUFFICIENT_PRIVILEGE, message.to_string());
                 };
@@ -478,7 +506,9 @@ impl GuardStatements {
                     rule: &rule,
                     settings: &settings,
                 };
-                match approvals.hold(&held) {
+                let hold = approvals.hold(&held);
+                self.judged.approval = approvals.take_note();
+                match hold {
                     Hold::Proceed => {}
                     Hold::Refuse { code, message } => return deny(code, message),
                     Hold::Wait(w) => return Verdict::Wait(w),
@@ -642,6 +672,27 @@ impl GuardStatements {
 
 impl StatementHook for GuardStatements {
     fn check(&mut self, statement: &Statement<'_>) -> Verdict {
+        self.judged = Judged::default();
+        if let Some(refusal) = self.journal_down() {
+            return refusal;
+        }
+        if let Statement::Bind { bind, .. } = statement
+            && bind.portal.is_empty()
+        {
+            self.unnamed_params = Some(bind.param_count());
+        }
+        let verdict = self.check_statement(statement);
+        self.record(statement, &verdict);
+        verdict
+    }
+
+    fn recorded(&mut self) -> Option<u64> {
+        self.recorded.take()
+    }
+}
+
+impl GuardStatements {
+    fn check_statement(&mut self, statement: &Statement<'_>) -> Verdict {
         match statement {
             Statement::Simple { sql } => self.judge(sql, true),
             Statement::Parse { sql, .. } => self.judge(sql, false),
@@ -696,7 +747,7 @@ impl GuardStatements {
     }
 }
 
-fn deny(code: &str, message: String) -> Verdict {
+pub(super) fn deny(code: &str, message: String) -> Verdict {
     Verdict::Deny {
         code: code.to_owned(),
         message,

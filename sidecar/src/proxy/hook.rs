@@ -37,6 +37,8 @@ pub struct SessionInfo {
     pub settings: Vec<(String, String)>,
     /// Notices to the client outside any statement's answer, and the client's cancel requests.
     pub signals: super::signals::SessionSignals,
+    /// The session's journal, when the sidecar keeps one.
+    pub journal: Option<Arc<crate::journal::SessionLog>>,
 }
 
 /// A statement on its way to the server.
@@ -96,6 +98,54 @@ impl std::fmt::Debug for Verdict {
 /// The client-to-server half of a session's hooks.
 pub trait StatementHook: Send {
     fn check(&mut self, statement: &Statement<'_>) -> Verdict;
+
+    /// After a `Query`, `FunctionCall` or `Execute` was let through: the number under which the hook
+    /// recorded it, when its end is to be reported to [`ResultHook::statement_end`].
+    fn recorded(&mut self) -> Option<u64> {
+        None
+    }
+}
+
+/// How a recorded statement's result ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndStatus {
+    /// CommandComplete (or EmptyQueryResponse).
+    Ok,
+    /// An ErrorResponse (from the server, or the sidecar's own).
+    Error,
+    /// PortalSuspended: the client's row limit of the Execute was reached.
+    Suspended,
+    /// Never run: an earlier message of its extended-protocol batch failed.
+    Skipped,
+}
+
+impl EndStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Error => "error",
+            Self::Suspended => "suspended",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
+/// The end of a recorded statement's result, as the relay saw it.
+#[derive(Debug)]
+pub struct StatementEnd<'a> {
+    /// What [`StatementHook::recorded`] returned for it.
+    pub seq: u64,
+    pub status: EndStatus,
+    /// From forwarding the statement to the end of its result.
+    pub elapsed: std::time::Duration,
+    /// Rows, from the command tags (`SELECT 5`, `INSERT 0 5`, ...), when they give a count.
+    pub rows: Option<u64>,
+    /// The last command tag's command (`SELECT`, `CREATE TABLE`, ...).
+    pub command: Option<&'a str>,
+    /// Bytes of the server's answer forwarded to the client for it.
+    pub bytes: u64,
+    /// SQLSTATE and message of the error the client got.
+    pub error: Option<(&'a str, &'a str)>,
 }
 
 /// What happens to one DataRow (or one CopyData of a COPY TO STDOUT).
@@ -160,6 +210,15 @@ pub trait ResultHook: Send {
     /// Whether [`ResultHook::message`] wants to see errors, notices and notifications.
     fn wants_messages(&self) -> bool {
         false
+    }
+
+    /// A recorded statement's result ended (see [`StatementHook::recorded`]).
+    fn statement_end(&mut self, _end: &StatementEnd<'_>) {}
+
+    /// A ReadyForQuery is about to reach the client. An error ends the session instead (the journal
+    /// could not be written): the client never sees a result whose record is lost.
+    fn before_ready(&mut self) -> Result<(), String> {
+        Ok(())
     }
 }
 

@@ -93,6 +93,11 @@ impl Proxy {
     }
 
     /// The bound addresses by connection name.
+    /// The session journal the sessions write, if any.
+    pub fn journal(&self) -> Option<Arc<crate::journal::Journal>> {
+        self.shared.journal.clone()
+    }
+
     pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
         self.listeners
             .iter()

@@ -36,4 +36,6 @@ pub enum RelayError {
     UpstreamMalformed(#[source] Malformed),
     #[error(transparent)]
     State(#[from] state::StateError),
+    #[error("the session journal cannot be written: {0}")]
+    Journal(String),
 }

@@ -67,6 +67,9 @@ pub trait Handler {
     fn max_inspected(&self) -> usize;
     /// A complete message (body without tag and length). Replacement bytes go into `scratch`.
     fn frame(&mut self, tag: u8, body: &[u8], scratch: &mut BytesMut) -> Result<Action, RelayError>;
+    /// The stream offset (bytes read before it) of the message about to be shown to
+    /// [`Handler::frame`].
+    fn position(&mut self, _offset: u64) {}
     /// Called when the pump has written everything it read and is about to wait for more.
     fn idle(&mut self, _scratch: &mut BytesMut) {}
     /// Whether the pump should stop after the message just handled (e.g. the client sent Terminate).
@@ -107,6 +110,8 @@ pub struct Pump {
     /// When notified, the pump calls [`Handler::idle`] at the next message boundary even though
     /// nothing arrived (the handler has something of its own to write).
     wake: Option<Arc<Notify>>,
+    /// Bytes consumed before `head`.
+    consumed: u64,
 }
 
 impl Default for Pump {
@@ -127,6 +132,7 @@ impl Pump {
             streaming: 0,
             shutdown: None,
             wake: None,
+            consumed: 0,
         }
     }
 
@@ -288,6 +294,7 @@ impl Pump {
                 break;
             }
             self.scratch.clear();
+            h.position(self.consumed + pos as u64);
             let action = match h.frame(tag, &data[pos + 5..pos + total], &mut self.scratch) {
                 Ok(a) => a,
                 Err(e) => {
@@ -344,6 +351,7 @@ impl Pump {
                 .map_err(RelayError::Write)?;
         }
         self.head += pos;
+        self.consumed += pos as u64;
         match refused {
             Some(e) => Err(e),
             None => Ok(need),

@@ -75,7 +75,7 @@ struct Denial {
 /// to pair, so they are not listed.
 enum Expect {
     /// A simple Query or FunctionCall: everything up to its ReadyForQuery.
-    Query(Option<Context>),
+    Query(Option<Context>, Option<Recorded>),
     /// The client's Describe: its RowDescription or NoData goes to the client; a portal's description
     /// also describes the results of the Execute that follows it.
     Describe { portal: bool },
@@ -83,9 +83,16 @@ enum Expect {
     /// description and is not forwarded.
     Injected,
     /// An Execute: its rows up to CommandComplete, PortalSuspended, EmptyQueryResponse or an error.
-    Execute(Option<Context>),
+    Execute(Option<Context>, Option<Recorded>),
     /// A Sync: the batch's ReadyForQuery.
     Sync,
+}
+
+/// A statement the statement hook recorded, on its way: its number and when it was forwarded.
+#[derive(Debug, Clone, Copy)]
+struct Recorded {
+    seq: u64,
+    at: std::time::Instant,
 }
 
 /// What the two halves share.
@@ -191,6 +198,10 @@ where
         aborted: false,
         row_buf: BytesMut::new(),
         signals: signals.clone(),
+        offset: 0,
+        msg_end: 0,
+        mark: 0,
+        acc: server::Acc::default(),
     };
     let mut up_pump = Pump::with_buffer(&client_buffered);
     // Only the server-to-client pump stops for shutdown: it must not stop inside a message, since the
@@ -272,6 +283,15 @@ impl ClientToServer {
         }
     }
 
+    /// The statement just let through, if the hook recorded it.
+    fn recorded(&mut self) -> Option<Recorded> {
+        let seq = self.hook.as_mut()?.recorded()?;
+        Some(Recorded {
+            seq,
+            at: std::time::Instant::now(),
+        })
+    }
+
     /// Lists what the server will answer, when a result hook needs results paired with statements.
     fn expect(&mut self, e: Expect) -> Result<(), RelayError> {
         if !self.track {
@@ -330,11 +350,12 @@ impl ClientToServer {
         let action = match check(&mut self.hook, statement) {
             Checked::Wait(w) => return Ok(Action::Wait(w)),
             Checked::Forward(context) => {
-                self.expect(Expect::Query(context))?;
+                let rec = self.recorded();
+                self.expect(Expect::Query(context, rec))?;
                 Action::Forward
             }
             Checked::Denied { code, message } => {
-                self.expect(Expect::Query(None))?;
+                self.expect(Expect::Query(None, None))?;
                 self.deny(&code, &message, true, scratch)
             }
         };
@@ -452,13 +473,14 @@ impl Handler for ClientToServer {
                     }
                     Checked::Denied { code, message } => Ok(self.deny(&code, &message, false, scratch)),
                     Checked::Forward(context) => {
+                        let rec = self.recorded();
                         // A result the hook must see needs its description: have the server repeat it
                         // unless the client just asked for it.
                         let wanted = self.describe_portals || (self.track && context.is_some());
                         if wanted && described.as_deref() != Some(e.portal) {
                             // The result hook needs this result's description: ask for it first.
                             self.expect(Expect::Injected)?;
-                            self.expect(Expect::Execute(context))?;
+                            self.expect(Expect::Execute(context, rec))?;
                             put_message(scratch, fe::DESCRIBE, |b| {
                                 b.extend_from_slice(b"P");
                                 put_cstr(b, e.portal);
@@ -466,7 +488,7 @@ impl Handler for ClientToServer {
                             put_message(scratch, fe::EXECUTE, |b| b.extend_from_slice(body));
                             return Ok(Action::Replace);
                         }
-                        self.expect(Expect::Execute(context))?;
+                        self.expect(Expect::Execute(context, rec))?;
                         Ok(Action::Forward)
                     }
                 }

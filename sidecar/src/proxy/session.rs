@@ -33,6 +33,7 @@ use super::{
     upstream::{self, UpstreamTarget},
 };
 use crate::identity::{CallerIdentity, TokenVerifier, peer_uid};
+use crate::journal::{Journal, SessionLog, event};
 
 /// The client user name that says "my password is a token" when ambient identity is allowed.
 pub const TOKEN_USER: &str = "jwt";
@@ -57,6 +58,8 @@ pub struct SessionShared {
     pub limits: RelayLimits,
     /// Time allowed from accept to the end of login, as PostgreSQL's authentication_timeout.
     pub startup_timeout: Duration,
+    /// The session journal, when the sidecar keeps one.
+    pub journal: Option<Arc<Journal>>,
 }
 
 /// Why a session could not start; each becomes a FATAL error for the client.
@@ -118,6 +121,7 @@ pub async fn serve(
                 refuse(&mut c, &refusal).await;
             }
             info!(connection = %conn.name, %peer, code = refusal.code, reason = %refusal.message, "session refused");
+            journal_refusal(shared.journal.as_deref(), &conn.name, peer, uid, None, &refusal);
             return;
         }
         Err(_) => {
@@ -153,7 +157,34 @@ pub async fn serve(
     } else {
         None
     };
-    info!(connection = %conn.name, caller = %identity, application_name = %application_name, "session started");
+    // The session is on record before the client may send anything; a journal that cannot be written
+    // refuses the session.
+    let log = shared
+        .journal
+        .as_ref()
+        .map(|j| Arc::new(SessionLog::new(j.clone(), crate::journal::new_session_id())));
+    if let Some(log) = &log {
+        let start = event::SessionStart {
+            time: event::Time(std::time::SystemTime::now()),
+            event: "sessionStart",
+            session: log.id(),
+            connection: &conn.name,
+            caller: event::Caller::of(&identity),
+            peer: peer.to_string(),
+            client_user: &client_user,
+            application_name: &application_name,
+        };
+        if let Err(e) = log.record_now(|buf| event::session_start(buf, &start)) {
+            let refusal = Refusal::new(
+                sqlstate::IO_ERROR,
+                format!("dbward: the session journal cannot be written, so sessions are refused: {e}"),
+            );
+            warn!(connection = %conn.name, caller = %identity, error = %e, "session refused: the journal cannot be written");
+            refuse(&mut client, &refusal).await;
+            return;
+        }
+    }
+    info!(connection = %conn.name, caller = %identity, application_name = %application_name, session = log.as_ref().map_or("", |l| l.id()), "session started");
     let signals = SessionSignals::default();
     let key = shared.cancels.register(CancelTarget {
         upstream: conn.upstream.clone(),
@@ -180,6 +211,7 @@ pub async fn serve(
             search_path,
             settings,
             signals: signals.clone(),
+            journal: log.clone(),
         }),
         None => Hooks::default(),
     };
@@ -221,6 +253,23 @@ pub async fn serve(
             }
         }
     };
+    if let Some(log) = &log {
+        let (reason, error) = match &relayed {
+            Some(Ok(RelayEnd::ClientClosed)) => ("clientClosed", None),
+            Some(Ok(RelayEnd::ClientTerminated)) => ("clientTerminated", None),
+            Some(Ok(RelayEnd::ServerClosed)) => ("serverClosed", None),
+            Some(Ok(RelayEnd::Shutdown)) | None => ("shutdown", None),
+            Some(Err(e)) => ("error", Some(e.to_string())),
+        };
+        let ms = u64::try_from(log.started().elapsed().as_millis()).unwrap_or(u64::MAX);
+        let statements = log.statements();
+        let written = log.record_now(|buf| {
+            event::session_end(buf, log.id(), ms, statements, reason, error.as_deref());
+        });
+        if let Err(e) = written {
+            warn!(session = log.id(), error = %e, "could not write the end of the session to the journal");
+        }
+    }
     match relayed {
         Some(Ok(RelayEnd::Shutdown)) => {
             let msg = "terminating connection because the dbward sidecar is shutting down";
@@ -238,6 +287,7 @@ pub async fn serve(
                 RelayError::TooLarge { .. } | RelayError::State(_) => {
                     (Some(sqlstate::PROGRAM_LIMIT_EXCEEDED), "client")
                 }
+                RelayError::Journal(_) => (Some(sqlstate::IO_ERROR), "journal"),
                 _ => (Some(sqlstate::PROTOCOL_VIOLATION), "client"),
             };
             warn!(connection = %conn.name, caller = %identity, error = %e, source = who, "session ended by an error");
@@ -550,6 +600,39 @@ fn session_nonce() -> String {
     crate::hex::encode(&b)
 }
 
+/// Records a session that never started.
+fn journal_refusal(
+    journal: Option<&Journal>,
+    connection: &str,
+    peer: SocketAddr,
+    uid: Option<u32>,
+    subject: Option<&str>,
+    refusal: &Refusal,
+) {
+    let Some(journal) = journal else { return };
+    let id = crate::journal::new_session_id();
+    let mut buf = Vec::new();
+    event::session_refused(
+        &mut buf,
+        &event::SessionRefused {
+            time: event::Time(std::time::SystemTime::now()),
+            event: "sessionRefused",
+            session: &id,
+            connection,
+            peer: peer.to_string(),
+            uid,
+            subject,
+            error: event::ErrorNote {
+                code: refusal.code,
+                message: &refusal.message,
+            },
+        },
+    );
+    if let Err(e) = journal.append(&buf) {
+        warn!(error = %e, "could not write a refused session to the journal");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -584,3 +667,4 @@ mod tests {
         assert_eq!(leak_code("XX000"), sqlstate::CONNECTION_FAILURE);
     }
 }
+

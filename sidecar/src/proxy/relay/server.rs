@@ -6,11 +6,11 @@ use std::sync::{Arc, atomic::Ordering};
 use bytes::{Bytes, BytesMut};
 use tracing::debug;
 
-use super::{Expect, SENTINEL_PREFIX, Shared};
+use super::{Expect, Recorded, SENTINEL_PREFIX, Shared};
 use crate::proxy::signals::SessionSignals;
 use crate::proxy::{
     RelayError,
-    hook::{Context, ResultHook, RowAction, Rows},
+    hook::{Context, EndStatus, ResultHook, RowAction, Rows, StatementEnd},
     messages::{
         backend::{self, put_message, tag as be},
         error::{self, Report},
@@ -45,6 +45,56 @@ pub(super) struct ServerToClient {
     pub(super) row_buf: BytesMut,
     /// Notices the hooks send the client on their own, written between server messages.
     pub(super) signals: Option<SessionSignals>,
+    /// Stream offset of the message being handled, and of its end.
+    pub(super) offset: u64,
+    pub(super) msg_end: u64,
+    /// Where the answer to the last finished statement ended.
+    pub(super) mark: u64,
+    /// What the current statement's answer said so far.
+    pub(super) acc: Acc,
+}
+
+/// What a statement's answer said so far: rows and command from its tags, its error.
+#[derive(Debug, Default)]
+pub(super) struct Acc {
+    rows: Option<u64>,
+    /// The last tag's command (reused buffer).
+    command: String,
+    error: Option<(String, String)>,
+}
+
+impl Acc {
+    /// A CommandComplete's tag: `SELECT 5`, `INSERT 0 5`, `CREATE TABLE`.
+    fn tag(&mut self, body: &[u8]) {
+        let tag = body.strip_suffix(&[0]).unwrap_or(body);
+        let Ok(tag) = std::str::from_utf8(tag) else { return };
+        let mut command = tag;
+        let mut count = None;
+        while let Some((head, last)) = command.rsplit_once(' ') {
+            if last.is_empty() || !last.bytes().all(|b| b.is_ascii_digit()) {
+                break;
+            }
+            count.get_or_insert(last.parse::<u64>().ok());
+            command = head;
+        }
+        if let Some(Some(n)) = count {
+            self.rows = Some(self.rows.unwrap_or(0).saturating_add(n));
+        }
+        self.command.clear();
+        self.command.push_str(command);
+    }
+
+    fn error(&mut self, body: &[u8]) {
+        if let Ok(r) = error::parse_report(body) {
+            self.error = Some((r.code.to_owned(), r.message.to_owned()));
+        }
+    }
+
+    fn clear(&mut self) {
+        self.rows = None;
+        self.command.clear();
+        self.error = None;
+    }
 }
 
 impl ServerToClient {
@@ -90,17 +140,88 @@ impl ServerToClient {
         if self.hook.is_some() {
             // The batch is over: everything it listed has been answered (or skipped after an error).
             let mut q = self.shared.expected();
+            let mut query = None;
+            let mut executes = Vec::new();
             while let Some(e) = q.pop_front() {
-                if matches!(e, Expect::Sync | Expect::Query(_)) {
-                    break;
+                match e {
+                    Expect::Sync => break,
+                    Expect::Query(_, rec) => {
+                        query = Some(rec);
+                        break;
+                    }
+                    // Ended by the sidecar (a limit): the first failed, the rest never ran.
+                    Expect::Execute(_, Some(rec)) => executes.push(rec),
+                    _ => {}
                 }
             }
             drop(q);
+            self.finish_failed(&executes);
+            if let Some(rec) = query {
+                let status = if self.acc.error.is_some() {
+                    EndStatus::Error
+                } else {
+                    EndStatus::Ok
+                };
+                self.finish(rec, status);
+            }
+            self.acc.clear();
+            self.mark = self.msg_end;
             self.end_result();
             self.description = None;
             self.aborted = false;
+            if let Some(h) = self.hook.as_mut() {
+                h.before_ready().map_err(RelayError::Journal)?;
+            }
         }
         Ok(())
+    }
+
+    /// Reports a recorded statement's end to the hook.
+    fn finish(&mut self, rec: Option<Recorded>, status: EndStatus) {
+        let Some(rec) = rec else {
+            self.acc.clear();
+            self.mark = self.msg_end;
+            return;
+        };
+        let bytes = if status == EndStatus::Skipped {
+            0
+        } else {
+            let b = self.msg_end.saturating_sub(self.mark);
+            self.mark = self.msg_end;
+            b
+        };
+        if let Some(h) = self.hook.as_mut() {
+            let acc = &self.acc;
+            let skipped = status == EndStatus::Skipped;
+            h.statement_end(&StatementEnd {
+                seq: rec.seq,
+                status,
+                elapsed: rec.at.elapsed(),
+                rows: if skipped { None } else { acc.rows },
+                command: (!skipped && !acc.command.is_empty()).then_some(acc.command.as_str()),
+                bytes,
+                error: if skipped {
+                    None
+                } else {
+                    acc.error.as_ref().map(|(c, m)| (c.as_str(), m.as_str()))
+                },
+            });
+        }
+        if status != EndStatus::Skipped {
+            self.acc.clear();
+        }
+    }
+
+    /// Executes ended by an error: the first failed with it, the rest never ran.
+    fn finish_failed(&mut self, executes: &[Recorded]) {
+        for (i, rec) in executes.iter().enumerate() {
+            let status = if i == 0 {
+                EndStatus::Error
+            } else {
+                EndStatus::Skipped
+            };
+            self.finish(Some(*rec), status);
+        }
     }
 
     fn end_result(&mut self) {
@@ -112,12 +233,20 @@ impl ServerToClient {
     }
 
     /// An Execute's result ended: it is no longer awaited.
-    fn end_execute(&mut self) {
+    fn end_execute(&mut self, status: EndStatus) {
         let mut q = self.shared.expected();
-        if matches!(q.front(), Some(Expect::Execute(_))) {
-            q.pop_front();
-        }
+        let rec = if matches!(q.front(), Some(Expect::Execute(..))) {
+            match q.pop_front() {
+                Some(Expect::Execute(_, rec)) => Some(rec),
+                _ => None,
+            }
+        } else {
+            None
+        };
         drop(q);
+        if let Some(rec) = rec {
+            self.finish(rec, status);
+        }
         self.description = None;
         self.end_result();
     }
@@ -125,7 +254,7 @@ impl ServerToClient {
     /// The context of the statement at the head of the awaited results (Query or Execute).
     fn front_context(&self) -> Option<Context> {
         match self.shared.expected().front() {
-            Some(Expect::Query(c) | Expect::Execute(c)) => c.clone(),
+            Some(Expect::Query(c, _) | Expect::Execute(c, _)) => c.clone(),
             _ => None,
         }
     }
@@ -135,6 +264,7 @@ impl ServerToClient {
     /// say which statement it means, and one arriving late would cancel the client's next statement.
     fn abort(&mut self, code: &str, message: &str, scratch: &mut BytesMut) -> Action {
         Report::error(code, message).encode(scratch);
+        self.acc.error = Some((code.to_owned(), message.to_owned()));
         self.aborted = true;
         self.rows = RowState::Unknown;
         self.copying = false;
@@ -311,6 +441,10 @@ impl Handler for ServerToClient {
         }
     }
 
+    fn position(&mut self, offset: u64) {
+        self.offset = offset;
+    }
+
     fn inspects(&mut self, tag: u8) -> bool {
         if self.aborted {
             return true;
@@ -342,6 +476,7 @@ impl Handler for ServerToClient {
     }
 
     fn frame(&mut self, tag: u8, body: &[u8], scratch: &mut BytesMut) -> Result<Action, RelayError> {
+        self.msg_end = self.offset + 5 + body.len() as u64;
         if self.aborted && tag != be::READY_FOR_QUERY {
             return Ok(Action::Drop);
         }
@@ -351,33 +486,58 @@ impl Handler for ServerToClient {
                 Action::Forward
             }
             be::ERROR_RESPONSE => {
+                let denial = if self.shared.pending.load(Ordering::Acquire) > 0 {
+                    self.denial_for(body)
+                } else {
+                    None
+                };
+                let action = match denial {
+                    Some(response) => {
+                        scratch.extend_from_slice(&response);
+                        Action::Replace
+                    }
+                    None => self.message(tag, body, scratch),
+                };
                 if self.hook.is_some() {
+                    // What the client gets is what the journal records.
+                    let sent = match action {
+                        Action::Replace if scratch.len() > 5 => &scratch[5..],
+                        _ => body,
+                    };
+                    self.acc.error(sent);
                     let mut q = self.shared.expected();
-                    if !matches!(q.front(), Some(Expect::Query(_))) {
+                    let mut executes = Vec::new();
+                    if !matches!(q.front(), Some(Expect::Query(..))) {
                         // The extended protocol skips to Sync after an error.
                         while q.front().is_some_and(|e| !matches!(e, Expect::Sync)) {
-                            q.pop_front();
+                            if let Some(Expect::Execute(_, Some(rec))) = q.pop_front() {
+                                executes.push(rec);
+                            }
                         }
                     }
                     drop(q);
+                    self.finish_failed(&executes);
                     self.description = None;
                 }
                 self.end_result();
-                if self.shared.pending.load(Ordering::Acquire) > 0
-                    && let Some(response) = self.denial_for(body)
-                {
-                    scratch.extend_from_slice(&response);
-                    return Ok(Action::Replace);
-                }
-                self.message(tag, body, scratch)
+                action
             }
             be::ROW_DESCRIPTION => self.row_description(body, scratch),
             be::NO_DATA => self.no_data(),
             be::DATA_ROW => self.data_row(body, scratch),
             be::COPY_OUT_RESPONSE => self.copy_out(body, scratch),
             be::COPY_DATA | be::COPY_DONE => self.copy_data(tag, body, scratch),
-            be::COMMAND_COMPLETE | be::PORTAL_SUSPENDED | be::EMPTY_QUERY_RESPONSE => {
-                self.end_execute();
+            be::COMMAND_COMPLETE => {
+                self.acc.tag(body);
+                self.end_execute(EndStatus::Ok);
+                Action::Forward
+            }
+            be::PORTAL_SUSPENDED => {
+                self.end_execute(EndStatus::Suspended);
+                Action::Forward
+            }
+            be::EMPTY_QUERY_RESPONSE => {
+                self.end_execute(EndStatus::Ok);
                 Action::Forward
             }
             be::NOTICE_RESPONSE | be::NOTIFICATION_RESPONSE => self.message(tag, body, scratch),
