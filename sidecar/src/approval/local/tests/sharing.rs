@@ -211,10 +211,22 @@ fn an_opened_file_is_checked_before_it_is_read() {
 async fn the_requester_cannot_approve_its_own_statement() {
     let dir = TempDir::new("self");
     let store = store(&dir);
-    let ours = crate::approval::local::process_uids().unwrap()[0];
+    let uids = crate::approval::local::process_uids().unwrap();
+    let ours = uids[0];
     let mut own = new_request("alice", "fp1");
     own.requester.uid = Some(ours);
     let t = store.request(own).await.unwrap();
+    // While the requester's uid owns the directory, it could edit the file: the uid is not checked.
+    let approved = store
+        .decide(&t.name, ApprovalPhase::Approved, "local:somebody-else", None)
+        .unwrap_or_else(|e| panic!("the directory's owner may approve: {e}"));
+    assert_eq!(approved.status.phase, ApprovalPhase::Approved);
+    let mut own = new_request("alice", "fp1b");
+    own.requester.uid = Some(ours);
+    let t = store.request(own).await.unwrap();
+    // The directory is someone else's (the sidecar's user): now the uid check stops the requester.
+    // chown needs root, as CI runs.
+    std::os::unix::fs::chown(&dir.0, (60000..).find(|u| !uids.contains(u)), None).unwrap();
     let before = fs::read(store.path_of(&t.name)).unwrap();
     // Through the store, whatever name the caller gives: this process's uid is the requester's.
     let e = store
