@@ -154,6 +154,7 @@ sidecar:
   resources:
     cpu: 200m
     memory: 96Mi
+  uid: 2147483647
 EOF
 
 run() {
@@ -398,7 +399,8 @@ def check(label, path, ns, want):
     c = containers[0] if containers else {}
     expect(c.get("image") == want["image"], f"{label}: operator image {c.get('image')!r}, want {want['image']!r}")
     args = c.get("args", [])
-    for flag in (f"--sidecar-image={want['sidecar_image']}", f"--sidecar-cpu={want['cpu']}", f"--sidecar-memory={want['memory']}"):
+    for flag in (f"--sidecar-image={want['sidecar_image']}", f"--sidecar-cpu={want['cpu']}", f"--sidecar-memory={want['memory']}",
+                 f"--sidecar-uid={want['sidecar_uid']}"):
         expect(flag in args, f"{label}: operator args {args} lack {flag}")
     env = {e.get("name"): e for e in c.get("env", [])}
     for var, field in (("POD_NAMESPACE", "metadata.namespace"), ("POD_NAME", "metadata.name")):
@@ -414,6 +416,7 @@ def check(label, path, ns, want):
     expect(sc.get("allowPrivilegeEscalation") is False, f"{label}: privilege escalation is allowed")
     expect(sc.get("capabilities", {}).get("drop") == ["ALL"], f"{label}: capabilities not all dropped")
     expect(True in (sc.get("runAsNonRoot"), psc.get("runAsNonRoot")), f"{label}: runAsNonRoot not set")
+    # The operator's own uid (distroless nonroot); the injected sidecar's is --sidecar-uid, another one.
     expect(psc.get("runAsUser") == 65532, f"{label}: pod runAsUser {psc.get('runAsUser')}, want 65532")
     seccomp = (sc.get("seccompProfile") or psc.get("seccompProfile") or {}).get("type")
     expect(seccomp == "RuntimeDefault", f"{label}: seccomp profile {seccomp!r}")
@@ -526,12 +529,13 @@ n_default = check("default values", work / "default.yaml", "dbward-system", {
     "replicas": 2, "pdb": True, "affinity": "default",
     "image": "ghcr.io/dbward/dbward-operator:0.1.0",
     "sidecar_image": "ghcr.io/dbward/dbward-sidecar:0.1.0", "cpu": "50m", "memory": "64Mi",
+    "sidecar_uid": 47301,
 })
 n_variant = check("variant values", work / "variant.yaml", "dbward", {
     "replicas": 1, "pdb": False, "affinity": "values",
     "image": "registry.example.com/platform/dbward-operator:1.2.3-rc.1",
     "sidecar_image": "registry.example.com/platform/dbward-sidecar@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
-    "cpu": "200m", "memory": "96Mi",
+    "cpu": "200m", "memory": "96Mi", "sidecar_uid": 2147483647,
 })
 probe = documents(work / "cabundle.yaml", skip_crds=False)[0]["data"]
 expect(probe == {"live": "TElWRS1DQQ==", "absent": "", "notPatched": ""},

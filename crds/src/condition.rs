@@ -15,6 +15,10 @@ pub mod types {
     pub const CREDENTIALS_RESOLVED: &str = "CredentialsResolved";
     /// DatabaseConnection: the operator opened a TCP connection to `host:port` (it does not log in).
     pub const REACHABLE: &str = "Reachable";
+    /// DatabaseConnection: at least one pod that names the connection in its `dbward.dev/inject`
+    /// annotation runs without the dbward sidecar, and so without database access (True is the problem;
+    /// the reason says why, the message names the pods).
+    pub const PODS_WITHOUT_SIDECAR: &str = "PodsWithoutSidecar";
     /// AccessPolicy: the spec passed validation (the reasons are in `status.errors` otherwise).
     pub const VALID: &str = "Valid";
     /// AccessPolicy: now is inside the `notBefore`/`validUntil` window.
@@ -26,8 +30,8 @@ pub mod types {
 #[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
-    /// The aspect this condition describes, in CamelCase: Ready, CredentialsResolved, Reachable, Valid,
-    /// Active.
+    /// The aspect this condition describes, in CamelCase: Ready, CredentialsResolved, Reachable,
+    /// PodsWithoutSidecar, Valid, Active.
     #[serde(rename = "type")]
     pub type_: String,
     /// Whether the condition holds: True, False or Unknown.

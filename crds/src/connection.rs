@@ -203,7 +203,8 @@ pub enum ResultsRecording {
 #[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseConnectionStatus {
-    /// Ready, CredentialsResolved and Reachable.
+    /// Ready, CredentialsResolved, Reachable, and PodsWithoutSidecar (True when pods that name this
+    /// connection in their dbward.dev/inject annotation run without the dbward sidecar).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The `metadata.generation` this status describes.

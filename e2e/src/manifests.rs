@@ -106,12 +106,14 @@ pub fn operator_args(
 
 /// The sidecar's command line as the test runs it in place of the kubelet: the injected `run
 /// --operator URL --connections NAMES`, plus where the kubelet would have put the token and the
-/// injector the CA, and loopback only.
+/// injector the CA, the session journal in the test's own directory (not the pod volume's path), and
+/// loopback only.
 pub fn sidecar_run_args(
     control_url: &str,
     connections: &str,
     token_file: &str,
     ca_file: &str,
+    journal_dir: &str,
 ) -> Vec<String> {
     [
         "run",
@@ -123,6 +125,8 @@ pub fn sidecar_run_args(
         token_file,
         "--operator-ca",
         ca_file,
+        "--journal",
+        journal_dir,
         "--listen",
         "127.0.0.1",
     ]
@@ -300,6 +304,7 @@ mod tests {
             "orders",
             "/run/e2e/token",
             "/run/e2e/ca.pem",
+            "/run/e2e/journal",
         );
         let argv = std::iter::once("dbward-sidecar".to_owned()).chain(args);
         let cli = <dbward_sidecar::cli::Cli as clap::Parser>::try_parse_from(argv)
@@ -311,6 +316,10 @@ mod tests {
         assert_eq!(run.connections, ["orders"]);
         assert_eq!(run.token_file, Path::new("/run/e2e/token"));
         assert_eq!(run.operator_ca.as_deref(), Some("/run/e2e/ca.pem"));
+        assert_eq!(
+            run.journal.journal.as_deref(),
+            Some(Path::new("/run/e2e/journal"))
+        );
         assert_eq!(run.listen, [IpAddr::from([127, 0, 0, 1])]);
     }
 

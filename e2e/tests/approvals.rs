@@ -225,7 +225,11 @@ async fn approvals() {
     let token = env.pod_token(&pod).await;
     let token_file = env.write_file("token", &token).to_string_lossy().into_owned();
     let ca_file = env.ca_file.to_string_lossy().into_owned();
-    let args = sidecar_run_args(&env.control_url, "orders", &token_file, &ca_file);
+    let journal_dir = std::path::Path::new(&token_file)
+        .with_file_name("journal")
+        .to_string_lossy()
+        .into_owned();
+    let args = sidecar_run_args(&env.control_url, "orders", &token_file, &ca_file, &journal_dir);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut sidecar = env.spawn_sidecar("sidecar", &args);
     let client = connect(local_port, &mut sidecar).await;
@@ -378,6 +382,36 @@ async fn approvals() {
     say!(
         "approvals: decidedBy {decided_by:?}, decidedAt {:?}",
         status.decided_at
+    );
+
+    // The sidecar's journal has the held statement with who approved it, written before the client
+    // got its result.
+    let segments = dbward_sidecar::journal::replay::segments(&[journal_dir.clone().into()])
+        .unwrap_or_else(|e| panic!("the sidecar's journal: {e}"));
+    let mut recorded = None;
+    dbward_sidecar::journal::replay::read_events(&segments, |e, _| {
+        if e.get("event").and_then(|v| v.as_str()) == Some("statement")
+            && e.get("approval")
+                .and_then(|a| a.get("request"))
+                .and_then(|r| r.as_str())
+                == Some(name.as_str())
+        {
+            recorded = Some(e.clone());
+        }
+        Ok(())
+    })
+    .unwrap_or_else(|e| panic!("reading the sidecar's journal: {e}"));
+    let recorded = recorded.unwrap_or_else(|| panic!("the journal does not record request {name}"));
+    assert_eq!(recorded["decision"], "requireApproval", "{recorded:?}");
+    assert_eq!(recorded["approval"]["outcome"], "approved", "{recorded:?}");
+    assert_eq!(
+        recorded["approval"]["decidedBy"],
+        decided_by.as_str(),
+        "{recorded:?}"
+    );
+    say!(
+        "approvals: the journal records the approved DELETE (seq {})",
+        recorded["seq"]
     );
 
     // A decided request cannot change.

@@ -195,8 +195,8 @@ fn check_orders_pod(pod: &Pod, native: bool, control_url: &str, ca_pem: &str) {
         assert_eq!(got, Some(field), "the sidecar's {var}");
     }
     let sc = sidecar.security_context.clone().unwrap_or_default();
-    assert_eq!(sc.run_as_user, Some(65532), "the sidecar's uid");
-    assert_eq!(sc.run_as_group, Some(65532), "the sidecar's gid");
+    assert_eq!(sc.run_as_user, Some(47301), "the sidecar's uid");
+    assert_eq!(sc.run_as_group, Some(47301), "the sidecar's gid");
     assert_eq!(sc.run_as_non_root, Some(true));
     assert_eq!(sc.read_only_root_filesystem, Some(true));
     assert_eq!(sc.allow_privilege_escalation, Some(false));
@@ -226,7 +226,7 @@ fn check_orders_pod(pod: &Pod, native: bool, control_url: &str, ca_pem: &str) {
         [
             "egress-lock",
             "--uid",
-            "65532",
+            "47301",
             "--allow",
             "orders.db.example:5432"
         ],
@@ -464,6 +464,7 @@ fn expectations_hold_for_the_operators_patch() {
         let ctx = InjectContext {
             settings: &settings,
             connections: &targets,
+            namespace_labels: None,
         };
         let inject = |pod: Pod| -> Pod {
             let patch = mutate_pod(&pod, &ctx)

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::{
-    admission::{ApprovalContext, InjectSettings, supports_native_sidecars},
+    admission::{ApprovalContext, InjectSettings, spec::DEFAULT_SIDECAR_UID, supports_native_sidecars},
     certs, control, leader, reconcile, serve,
     webhook::{self, WebhookState},
 };
@@ -50,6 +50,15 @@ pub struct Args {
     /// The sidecar image's pull policy.
     #[arg(long)]
     pub sidecar_image_pull_policy: Option<String>,
+    /// The uid and gid the injected sidecar runs as: the only uid the egress lock lets through to the
+    /// databases, so no app container may run as it. Not 0.
+    #[arg(
+        long,
+        env = "DBWARD_SIDECAR_UID",
+        default_value_t = DEFAULT_SIDECAR_UID,
+        value_parser = clap::value_parser!(i64).range(1..=i64::from(i32::MAX)),
+    )]
+    pub sidecar_uid: i64,
     /// Where the webhook server listens.
     #[arg(long, default_value = "0.0.0.0:9443")]
     pub webhook_addr: SocketAddr,
@@ -139,6 +148,7 @@ pub async fn run(args: Args) -> Result<()> {
     )
     .with_operator_ca(bundle.ca_pem.clone());
     settings.image_pull_policy = args.sidecar_image_pull_policy.clone();
+    settings.sidecar_uid = args.sidecar_uid;
     if let Some(url) = &args.control_url {
         settings.control_url = url.clone();
     }
@@ -146,7 +156,9 @@ pub async fn run(args: Args) -> Result<()> {
         settings: RwLock::new(settings),
         approval: ApprovalContext::new(&args.namespace, &args.service_account),
         connections: control.connections.clone(),
+        namespaces: webhook::watch_namespaces(client.clone(), shutdown.clone()),
         ready: control.ready.subscribe(),
+        events: webhook::NamespaceEvents::new(client.clone()),
     });
 
     let registry = prometheus::Registry::new();
@@ -296,4 +308,30 @@ async fn signals(shutdown: CancellationToken) {
         _ = int.recv() => info!("SIGINT received: shutting down"),
     }
     shutdown.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn parse(extra: &[&str]) -> Result<Args, clap::Error> {
+        let base = [
+            "dbward-operator",
+            "--namespace",
+            "dbward-system",
+            "--sidecar-image",
+            "img",
+        ];
+        Args::try_parse_from(base.iter().chain(extra))
+    }
+
+    #[test]
+    fn the_sidecar_uid_defaults_to_47301_and_is_never_root() {
+        assert_eq!(parse(&[]).unwrap().sidecar_uid, 47301);
+        assert_eq!(parse(&["--sidecar-uid", "51000"]).unwrap().sidecar_uid, 51000);
+        for bad in ["0", "-1", "2147483648", "nobody"] {
+            assert!(parse(&["--sidecar-uid", bad]).is_err(), "{bad}");
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! `dbward-sidecar egress-lock` in real network namespaces: a "pod" namespace and a "database"
 //! namespace joined by a veth pair, TCP listeners in both, the lock installed in the pod namespace,
-//! and connections tried as the sidecar's uid (65532), an app's (1000) and root.
+//! and connections tried as the sidecar's uid (47301), an app's (1000) and root.
 //!
 //! Needs root, `ip netns`, iptables (nft and legacy), setpriv and /usr/bin/python3; without them the
 //! tests fail, they do not skip (CI runs them as root). Each test has namespaces of its own, so the
@@ -16,7 +16,7 @@ use std::{
 
 const BIN: &str = env!("CARGO_BIN_EXE_dbward-sidecar");
 const PYTHON: &str = "/usr/bin/python3";
-const SIDECAR: Uid = Uid(Some(65532));
+const SIDECAR: Uid = Uid(Some(47301));
 const APP: Uid = Uid(Some(1000));
 const ROOT: Uid = Uid(None);
 const POD_V4: &str = "10.99.0.1";
@@ -309,9 +309,9 @@ fn ipv4_address(backend: &str) {
     bed.expect(ROOT, DB_V4, DB_PORT, "connected");
 
     let allow = format!("{DB_V4}:{DB_PORT}");
-    let log = bed.lock_ok(&["--uid", "65532", "--allow", &allow, "--backend", backend]);
+    let log = bed.lock_ok(&["--uid", "47301", "--allow", &allow, "--backend", backend]);
     assert!(log.contains(&format!("backend=\"{backend}\"")), "{log}");
-    assert!(log.contains(&allow) && log.contains("uid=65532"), "{log}");
+    assert!(log.contains(&allow) && log.contains("uid=47301"), "{log}");
 
     bed.expect(SIDECAR, DB_V4, DB_PORT, "connected");
     bed.expect(APP, DB_V4, DB_PORT, "refused");
@@ -336,7 +336,7 @@ fn ipv4_address(backend: &str) {
     assert_eq!(count(&first, &rule), 1, "{first}");
 
     // Run again, as after a pod restart: the same rules, once.
-    bed.lock_ok(&["--uid", "65532", "--allow", &allow, "--backend", backend]);
+    bed.lock_ok(&["--uid", "47301", "--allow", &allow, "--backend", backend]);
     assert_eq!(bed.listing(&command), first);
     bed.expect(APP, DB_V4, DB_PORT, "refused");
     bed.expect(SIDECAR, DB_V4, DB_PORT, "connected");
@@ -357,7 +357,7 @@ fn host_name_refuses_its_port_everywhere() {
     let bed = Bed::new();
     bed.expect(APP, DB_V4_OTHER, DB_PORT, "connected");
     let allow = format!("{DB_NAME}:{DB_PORT}");
-    let log = bed.lock_ok(&["--uid", "65532", "--allow", &allow]);
+    let log = bed.lock_ok(&["--uid", "47301", "--allow", &allow]);
     assert!(
         log.contains("backend=\"nft\""),
         "auto picks nft where it works: {log}"
@@ -391,7 +391,7 @@ fn ipv6_address() {
     let bed = Bed::new();
     bed.expect(APP, DB_V6, DB_PORT, "connected");
     let allow = format!("[{DB_V6}]:{DB_PORT}");
-    bed.lock_ok(&["--uid", "65532", "--allow", &allow]);
+    bed.lock_ok(&["--uid", "47301", "--allow", &allow]);
     bed.expect(SIDECAR, DB_V6, DB_PORT, "connected");
     bed.expect(APP, DB_V6, DB_PORT, "refused");
     bed.expect(ROOT, DB_V6, DB_PORT, "refused");
@@ -421,7 +421,7 @@ fn repairs_leftover_rules() {
 
     bed.lock_ok(&[
         "--uid",
-        "65532",
+        "47301",
         "--allow",
         &format!("{DB_V4}:{DB_PORT}"),
         "--backend",
@@ -450,7 +450,7 @@ fn dry_run_changes_nothing_and_needs_no_privileges() {
         BIN,
         "egress-lock",
         "--uid",
-        "65532",
+        "47301",
         "--allow",
         &format!("{DB_V4}:{DB_PORT}"),
         "--allow",
@@ -460,7 +460,7 @@ fn dry_run_changes_nothing_and_needs_no_privileges() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     for line in [
-        "-A DBWARD-EGRESS -m owner --uid-owner 65532 -j RETURN",
+        "-A DBWARD-EGRESS -m owner --uid-owner 47301 -j RETURN",
         "-A DBWARD-EGRESS -d 10.99.0.2/32 -p tcp -m tcp --dport 5432 --tcp-flags SYN SYN -j REJECT --reject-with tcp-reset",
         "-A DBWARD-EGRESS -p tcp -m tcp --dport 6543 --tcp-flags SYN SYN -j REJECT --reject-with tcp-reset",
         "-I OUTPUT 1 -j DBWARD-EGRESS",
@@ -496,7 +496,7 @@ fn bad_arguments_fail_naming_them() {
         ),
     ];
     for (args, message) in cases {
-        let mut all = vec!["egress-lock", "--uid", "65532", "--dry-run"];
+        let mut all = vec!["egress-lock", "--uid", "47301", "--dry-run"];
         all.extend_from_slice(args);
         let out = Command::new(BIN).args(&all).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -521,7 +521,7 @@ fn bad_arguments_fail_naming_them() {
 #[test]
 fn fails_closed_without_iptables() {
     let out = Command::new(BIN)
-        .args(["egress-lock", "--uid", "65532", "--allow", "10.0.0.5:5432"])
+        .args(["egress-lock", "--uid", "47301", "--allow", "10.0.0.5:5432"])
         .env("PATH", "/nonexistent")
         .output()
         .unwrap();

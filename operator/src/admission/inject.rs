@@ -10,6 +10,10 @@
 //! sidecar, which starts first; with a classic sidecar they run before it and cannot, which
 //! [`review_pod`] says in a warning. A container keeps any of the variables it sets itself in `env`;
 //! values from `envFrom` are not inspected, and Kubernetes lets `env` win over them.
+//!
+//! When an egress lock is injected, the pod's own containers must not be able to get past it
+//! ([`egress`](super::egress)), and a namespace whose Pod Security level refuses the lock gets a warning
+//! ([`pod_security`](super::pod_security)).
 
 use std::collections::BTreeMap;
 
@@ -21,11 +25,13 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use serde_json::Value;
 
 use super::{
+    egress::check_egress_lock,
     names::parse_inject_annotation,
     patch::{PatchBuilder, to_json},
+    pod_security::{self, Level},
     spec::{
-        self, INJECT_ANNOTATION, INJECTED_ANNOTATION, LOCAL_HOST, RESERVED_CONTAINER_NAMES,
-        RESERVED_VOLUME_NAMES, TOKEN_AUDIENCE,
+        self, DEFAULT_SIDECAR_UID, INJECT_ANNOTATION, INJECTED_ANNOTATION, LOCAL_HOST,
+        RESERVED_CONTAINER_NAMES, RESERVED_VOLUME_NAMES, TOKEN_AUDIENCE,
     },
 };
 
@@ -84,6 +90,9 @@ pub struct InjectSettings {
     pub operator_ca: Option<String>,
     /// The sidecar image's pull policy (`--sidecar-image-pull-policy`); the cluster's default when unset.
     pub image_pull_policy: Option<String>,
+    /// The uid and gid the sidecar runs as, the one the egress lock lets through (`--sidecar-uid`,
+    /// [`DEFAULT_SIDECAR_UID`]). Pods whose containers run as it are refused.
+    pub sidecar_uid: i64,
 }
 
 impl InjectSettings {
@@ -104,6 +113,7 @@ impl InjectSettings {
             native_sidecars,
             operator_ca: None,
             image_pull_policy: None,
+            sidecar_uid: DEFAULT_SIDECAR_UID,
         }
     }
 
@@ -122,6 +132,9 @@ pub struct InjectContext<'a> {
     /// The DatabaseConnections of the pod's namespace, and only those: a pod may use no other
     /// namespace's connections. See [`pod_namespace`] for which namespace that is.
     pub connections: &'a [ConnectionTarget],
+    /// The labels of the pod's namespace, `None` when not known: only read for its Pod Security level
+    /// (see [`pod_security`](super::pod_security)).
+    pub namespace_labels: Option<&'a BTreeMap<String, String>>,
 }
 
 /// Why a pod asking for dbward is refused. Each message says what to change.
@@ -221,6 +234,46 @@ pub enum Refusal {
         /// The pod's volume.
         volume: String,
     },
+    /// A container runs as the sidecar's uid, which the egress lock lets through to the databases.
+    #[error(
+        "container {container:?} runs as uid {uid} ({field}), the dbward sidecar's uid, which the egress \
+         lock lets through to the database: run it as another uid"
+    )]
+    RunsAsSidecarUid {
+        /// The container.
+        container: String,
+        /// The field that sets the uid, e.g. `spec.containers[0].securityContext.runAsUser`, or the pod's
+        /// `spec.securityContext.runAsUser` when the container inherits it.
+        field: String,
+        /// The sidecar's uid.
+        uid: i64,
+    },
+    /// A privileged container can do anything in the pod's network namespace, the egress lock included.
+    #[error(
+        "container {container:?} is privileged ({field}: true), so it could remove the egress lock that \
+         keeps every process but the dbward sidecar from the database: run it unprivileged"
+    )]
+    PrivilegedContainer {
+        /// The container.
+        container: String,
+        /// `spec.containers[N].securityContext.privileged` (or `initContainers`).
+        field: String,
+    },
+    /// A container adds a capability that gets past the egress lock.
+    #[error(
+        "container {container:?} adds capability {capability:?} ({field}), with which it could get past the \
+         egress lock that keeps every process but the dbward sidecar from the database (NET_ADMIN and \
+         SYS_ADMIN change the firewall, NET_RAW bypasses it, SETUID and SETGID become the sidecar's user): \
+         remove it from capabilities.add"
+    )]
+    ForbiddenCapability {
+        /// The container.
+        container: String,
+        /// `spec.containers[N].securityContext.capabilities.add` (or `initContainers`).
+        field: String,
+        /// The capability as written.
+        capability: String,
+    },
     /// A pod without a spec cannot be created anyway; say so rather than guess.
     #[error("the pod has no spec")]
     NoSpec,
@@ -259,6 +312,18 @@ fn quoted_list(names: &[String]) -> String {
 /// The patch is for the pod as the API server holds it: it adds to missing arrays and maps by creating
 /// them, and never rewrites what the pod already has.
 pub fn mutate_pod(pod: &Pod, ctx: &InjectContext<'_>) -> Result<Option<json_patch::Patch>, Refusal> {
+    Ok(plan(pod, ctx)?.map(|injection| injection.patch))
+}
+
+/// What injecting a pod changes.
+struct Injection {
+    /// The patch.
+    patch: json_patch::Patch,
+    /// Whether it adds the egress lock.
+    egress_lock: bool,
+}
+
+fn plan(pod: &Pod, ctx: &InjectContext<'_>) -> Result<Option<Injection>, Refusal> {
     let annotations = pod.metadata.annotations.as_ref();
     if annotations.is_some_and(|a| a.contains_key(INJECTED_ANNOTATION)) {
         return Ok(None);
@@ -270,7 +335,12 @@ pub fn mutate_pod(pod: &Pod, ctx: &InjectContext<'_>) -> Result<Option<json_patc
     let spec = pod.spec.as_ref().ok_or(Refusal::NoSpec)?;
     check_pod(spec)?;
     let connections = resolve(&names, ctx.connections)?;
-    Ok(build_patch(pod, spec, &names, &connections, ctx.settings).finish())
+    let egress_lock = connections.iter().any(|c| c.egress_lock);
+    if egress_lock {
+        check_egress_lock(spec, ctx.settings.sidecar_uid)?;
+    }
+    let patch = build_patch(pod, spec, &names, &connections, ctx.settings).finish();
+    Ok(patch.map(|patch| Injection { patch, egress_lock }))
 }
 
 /// Refuse pods in which the sidecar could not keep its credential, or whose names clash with dbward's.
@@ -438,6 +508,7 @@ fn build_patch(
     }
     let mut sidecar = spec::sidecar_container(
         &settings.sidecar_image,
+        settings.sidecar_uid,
         settings.sidecar_resources.as_ref(),
         &settings.control_url,
         settings.operator_ca.as_deref(),
@@ -452,6 +523,7 @@ fn build_patch(
         let mut lock = spec::egress_lock_container(
             &settings.sidecar_image,
             settings.sidecar_resources.as_ref(),
+            settings.sidecar_uid,
             &allow,
         );
         lock.image_pull_policy = settings.image_pull_policy.clone();
@@ -516,42 +588,70 @@ pub fn pod_namespace(req: &AdmissionRequest<Pod>) -> Option<&str> {
 /// injected pod; the function has no side effects to skip, and callers should not record Events or
 /// metrics for requests with `dry_run` set.
 pub fn review_pod(req: &AdmissionRequest<Pod>, ctx: &InjectContext<'_>) -> AdmissionResponse {
-    let allowed = AdmissionResponse::from(req);
+    admit_pod(req, ctx).response
+}
+
+/// The answer of the Pod CREATE webhook, and what the server around it should report beyond it.
+#[derive(Debug)]
+pub struct PodAdmission {
+    /// The admission response ([`review_pod`]).
+    pub response: AdmissionResponse,
+    /// The Pod Security level of the pod's namespace, when it refuses the egress lock the pod was just
+    /// given: the response carries a warning, and the server records an Event on the Namespace.
+    pub pod_security: Option<Level>,
+}
+
+/// [`review_pod`], also saying whether the namespace's Pod Security level refuses the egress lock the
+/// pod gets (see [`pod_security`](super::pod_security)).
+pub fn admit_pod(req: &AdmissionRequest<Pod>, ctx: &InjectContext<'_>) -> PodAdmission {
+    // Every answer but an injection with an egress lock has nothing to report beyond the response.
+    let answer = |response| PodAdmission {
+        response,
+        pod_security: None,
+    };
     if req.operation != Operation::Create {
-        return allowed;
+        return answer(AdmissionResponse::from(req));
     }
     let Some(pod) = &req.object else {
-        return allowed;
+        return answer(AdmissionResponse::from(req));
     };
     if pod_namespace(req) == Some(ctx.settings.operator_namespace.as_str()) {
-        return allowed;
+        return answer(AdmissionResponse::from(req));
     }
-    match mutate_pod(pod, ctx) {
-        Ok(None) => allowed,
-        Ok(Some(patch)) => match allowed.with_patch(patch) {
+    match plan(pod, ctx) {
+        Ok(None) => answer(AdmissionResponse::from(req)),
+        Ok(Some(injection)) => match AdmissionResponse::from(req).with_patch(injection.patch) {
             Ok(mut patched) => {
-                patched.warnings = classic_sidecar_warnings(pod, ctx.settings);
-                patched
+                let refusing = injection
+                    .egress_lock
+                    .then(|| pod_security::forbidding_level(ctx.namespace_labels))
+                    .flatten();
+                let mut warnings = classic_sidecar_warnings(pod, ctx.settings);
+                warnings.extend(refusing.map(pod_security::warning));
+                patched.warnings = (!warnings.is_empty()).then_some(warnings);
+                PodAdmission {
+                    response: patched,
+                    pod_security: refusing,
+                }
             }
-            Err(e) => AdmissionResponse::from(req).deny(format!(
+            Err(e) => answer(AdmissionResponse::from(req).deny(format!(
                 "dbward: could not encode the injection patch for pod {}: {e}",
                 describe_pod(req, pod)
-            )),
+            ))),
         },
-        Err(refusal) => AdmissionResponse::from(req).deny(format!(
+        Err(refusal) => answer(AdmissionResponse::from(req).deny(format!(
             "dbward cannot inject pod {}: {refusal}",
             describe_pod(req, pod)
-        )),
+        ))),
     }
 }
 
 /// What a user should know about a classic (non-native) sidecar in this pod.
-fn classic_sidecar_warnings(pod: &Pod, settings: &InjectSettings) -> Option<Vec<String>> {
-    if settings.native_sidecars {
-        return None;
-    }
-    let spec = pod.spec.as_ref()?;
+fn classic_sidecar_warnings(pod: &Pod, settings: &InjectSettings) -> Vec<String> {
     let mut warnings = Vec::new();
+    let Some(spec) = pod.spec.as_ref().filter(|_| !settings.native_sidecars) else {
+        return warnings;
+    };
     if spec.init_containers.as_ref().is_some_and(|c| !c.is_empty()) {
         warnings.push(
             "dbward: this cluster has no native sidecars (Kubernetes < 1.29), so the pod's init containers run \
@@ -566,7 +666,7 @@ fn classic_sidecar_warnings(pod: &Pod, settings: &InjectSettings) -> Option<Vec<
                 .to_owned(),
         );
     }
-    (!warnings.is_empty()).then_some(warnings)
+    warnings
 }
 
 /// The pod as a user would recognize it in a message: its name, or for a pod a controller is creating

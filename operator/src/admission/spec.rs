@@ -3,6 +3,9 @@
 //!
 //! The other parts of the system (the sidecar, the chart, the reconciler that reports pods without their
 //! sidecar) rely on these exact values, so they live in one place.
+//!
+//! The sidecar's uid is the one value an operator of the cluster may choose (`--sidecar-uid`, default
+//! [`DEFAULT_SIDECAR_UID`]); the builders below take it as an argument.
 
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector,
@@ -10,6 +13,10 @@ use k8s_openapi::api::core::v1::{
     ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 
+/// The namespace label that opts a namespace in to injection (the webhook's namespaceSelector).
+pub const INJECTION_LABEL: &str = "dbward.dev/injection";
+/// The value of [`INJECTION_LABEL`] that opts in.
+pub const INJECTION_ENABLED: &str = "enabled";
 /// The pod annotation naming the DatabaseConnections a pod uses: `dbward.dev/inject: "orders,analytics"`.
 pub const INJECT_ANNOTATION: &str = "dbward.dev/inject";
 /// The annotation injection leaves on the pod, listing the connections it set up. A pod carrying it is
@@ -34,8 +41,11 @@ pub use dbward_crds::wire::TOKEN_AUDIENCE;
 pub const TOKEN_EXPIRATION_SECONDS: i64 = 3600;
 /// Where the journal volume is mounted in the sidecar.
 pub const JOURNAL_MOUNT_PATH: &str = "/var/lib/dbward";
-/// The uid and gid the sidecar runs as. The egress lock lets only this uid reach the databases.
-pub const SIDECAR_UID: i64 = 65532;
+/// The uid and gid the sidecar runs as unless the operator is told otherwise (`--sidecar-uid`). The
+/// egress lock lets only this uid reach the databases, so no app may run as it: not 65532, the default
+/// user of distroless `nonroot`, Chainguard and ko-built images, but a number no image uses by default.
+/// The sidecar image's own `USER` is the same.
+pub const DEFAULT_SIDECAR_UID: i64 = 47301;
 /// The names dbward gives containers; a pod that already uses one is refused.
 pub const RESERVED_CONTAINER_NAMES: [&str; 2] = [SIDECAR_CONTAINER, EGRESS_LOCK_CONTAINER];
 /// The names dbward gives volumes; a pod that already uses one is refused.
@@ -59,6 +69,7 @@ pub fn control_api_url(operator_namespace: &str) -> String {
 /// containers start, and is stopped after them.
 pub(crate) fn sidecar_container(
     image: &str,
+    uid: i64,
     resources: Option<&ResourceRequirements>,
     control_url: &str,
     operator_ca: Option<&str>,
@@ -90,7 +101,7 @@ pub(crate) fn sidecar_container(
         env: Some(env),
         resources: resources.cloned(),
         restart_policy: native.then(|| "Always".to_owned()),
-        security_context: Some(sidecar_security_context()),
+        security_context: Some(sidecar_security_context(uid)),
         volume_mounts: Some(vec![
             VolumeMount {
                 name: TOKEN_VOLUME.to_owned(),
@@ -109,14 +120,15 @@ pub(crate) fn sidecar_container(
 }
 
 /// The egress-lock init container: the sidecar image's `egress-lock` subcommand, allowed to reach each
-/// `host:port` of `allow` only as [`SIDECAR_UID`]. It is root with `NET_ADMIN` and `NET_RAW` and nothing
+/// `host:port` of `allow` only as the sidecar's `uid`. It is root with `NET_ADMIN` and `NET_RAW` and nothing
 /// else, because installing firewall rules needs exactly that.
 pub(crate) fn egress_lock_container(
     image: &str,
     resources: Option<&ResourceRequirements>,
+    uid: i64,
     allow: &[String],
 ) -> Container {
-    let uid = SIDECAR_UID.to_string();
+    let uid = uid.to_string();
     let mut args = strings(["egress-lock", "--uid", uid.as_str()]);
     for target in allow {
         args.push("--allow".to_owned());
@@ -184,13 +196,13 @@ pub(crate) fn journal_volume() -> Volume {
     }
 }
 
-/// The sidecar's restrictions: its own non-root uid (the one the egress lock lets through), nothing
-/// writable but its journal, no privilege escalation, no capabilities. It passes the `restricted` Pod
-/// Security Standard.
-fn sidecar_security_context() -> SecurityContext {
+/// The sidecar's restrictions: its own non-root `uid` (the one the egress lock lets through, also its
+/// gid), nothing writable but its journal, no privilege escalation, no capabilities. It passes the
+/// `restricted` Pod Security Standard.
+fn sidecar_security_context(uid: i64) -> SecurityContext {
     SecurityContext {
-        run_as_user: Some(SIDECAR_UID),
-        run_as_group: Some(SIDECAR_UID),
+        run_as_user: Some(uid),
+        run_as_group: Some(uid),
         run_as_non_root: Some(true),
         read_only_root_filesystem: Some(true),
         allow_privilege_escalation: Some(false),

@@ -1,9 +1,11 @@
 //! The reconcilers: what the operator writes back to the cluster about dbward's objects, and why.
 //!
-//! - **DatabaseConnection** ([`connection`]), also triggered by Secrets' metadata: writes the status
-//!   conditions CredentialsResolved, Reachable and Ready and `observedGeneration`, so that a connection
-//!   whose Secret or key is missing, or whose database does not accept TCP connections, says so where
-//!   `kubectl get dbconn` shows it, before a sidecar fails on it.
+//! - **DatabaseConnection** ([`connection`]), also triggered by Secrets' metadata and by pods that name
+//!   it but run without the sidecar: writes the status conditions CredentialsResolved, Reachable, Ready
+//!   and PodsWithoutSidecar and `observedGeneration`, so that a connection whose Secret or key is
+//!   missing, or whose database does not accept TCP connections, says so where `kubectl get dbconn`
+//!   shows it, before a sidecar fails on it; and one whose pods run without their sidecar says which and
+//!   why.
 //! - **AccessPolicy** ([`policy`]), also triggered by DatabaseConnections' metadata: writes Valid,
 //!   Active, Ready, `errors` and `observedGeneration`: an invalid policy grants nothing, a time-boxed
 //!   one switches on and off by itself, and one naming missing connections grants less than it says —
@@ -53,7 +55,7 @@ pub mod policy;
 pub mod status;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use context::{CONNECTION_RESYNC, DEFAULT_APPROVAL_RETENTION, PROBE_TIMEOUT, ReconcileContext};
 pub use error::Error;
@@ -77,16 +79,33 @@ pub async fn run(ctx: Arc<ReconcileContext>, shutdown: CancellationToken) {
         async move { token.cancelled().await }
     };
 
+    // The pod controller's cache of pods' metadata is also what the connection reconciler reads. A pod
+    // change reaches that cache and the connection controller (through its own watch) at about the same
+    // time; the reconcile reads the cache after its Secret reads and probe, and a change it misses all
+    // the same shows at the next trigger or resync.
+    let pods = Controller::new(Api::<PartialObjectMeta<Pod>>::all(client.clone()), config.clone());
+    let pod_store = pods.store();
+
     let connections = Controller::new(Api::<DatabaseConnection>::all(client.clone()), config.clone());
     let connection_store = connections.store();
+    let connection_pods = pod_store.clone();
     let connections = connections
         .watches(
             Api::<PartialObjectMeta<Secret>>::all(client.clone()),
             config.clone(),
             move |secret| connection::connections_using(&connection_store, &secret),
         )
+        .watches(
+            Api::<PartialObjectMeta<Pod>>::all(client.clone()),
+            config.clone(),
+            |pod| connection::connections_named_by(&pod),
+        )
         .graceful_shutdown_on(stopped())
-        .run(connection::reconcile, error_policy, ctx.clone())
+        .run(
+            move |conn, ctx| connection::reconcile(conn, ctx, connection_pods.clone()),
+            error_policy,
+            ctx.clone(),
+        )
         .for_each(log_outcome);
 
     let policies = Controller::new(Api::<AccessPolicy>::all(client.clone()), config.clone());
@@ -108,8 +127,6 @@ pub async fn run(ctx: Arc<ReconcileContext>, shutdown: CancellationToken) {
         .run(approval::reconcile, error_policy, ctx.clone())
         .for_each(log_outcome);
 
-    let pods = Controller::new(Api::<PartialObjectMeta<Pod>>::all(client), config);
-    let pod_store = pods.store();
     let pods = pods
         .graceful_shutdown_on(stopped())
         .run(pods::reconcile, error_policy, ctx.clone())

@@ -48,7 +48,7 @@ pub enum Error {
     NoAddress { arg: String },
     #[error(
         "--uid 0 would let every root process through, the app's included; give the sidecar's own uid \
-         (65532)"
+         (47301 unless the operator's --sidecar-uid says otherwise)"
     )]
     RootUid,
     #[error("nothing to lock: give at least one --allow HOST:PORT")]

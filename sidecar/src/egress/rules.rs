@@ -4,7 +4,7 @@
 //! The chain, jumped to from the first rule of the filter table's OUTPUT chain:
 //!
 //! ```text
-//! -A DBWARD-EGRESS -m owner --uid-owner 65532 -j RETURN
+//! -A DBWARD-EGRESS -m owner --uid-owner 47301 -j RETURN
 //! -A DBWARD-EGRESS -d 127.0.0.0/8 -j RETURN
 //! -A DBWARD-EGRESS -d 10.0.0.5/32 -p tcp -m tcp --dport 5432 --tcp-flags SYN SYN -j REJECT --reject-with tcp-reset
 //! -A DBWARD-EGRESS -p tcp -m tcp --dport 6432 --tcp-flags SYN SYN -j REJECT --reject-with tcp-reset
@@ -344,12 +344,12 @@ mod tests {
         let v4 = |rules: &[String]| FamilyRules {
             family: Family::V4,
             need: Need::Addresses,
-            rules: with(head(65532, "127.0.0.0/8"), rules),
+            rules: with(head(47301, "127.0.0.0/8"), rules),
         };
         let v6 = |need, rules: &[String]| FamilyRules {
             family: Family::V6,
             need,
-            rules: with(head(65532, "::1/128"), rules),
+            rules: with(head(47301, "::1/128"), rules),
         };
         let cases: Vec<(&str, Vec<Resolved>, Vec<FamilyRules>)> = vec![
             (
@@ -401,7 +401,7 @@ mod tests {
             ),
         ];
         for (why, upstreams, expected) in cases {
-            let plan = Plan::new(65532, &upstreams);
+            let plan = Plan::new(47301, &upstreams);
             assert_eq!(plan.families, expected, "{why}");
         }
         let plan = Plan::new(1000, &[literal("10.0.0.5", 5432)]);
@@ -411,7 +411,7 @@ mod tests {
     #[test]
     fn refuses_root_as_the_uid() {
         assert!(matches!(check_uid(0), Err(Error::RootUid)));
-        check_uid(65532).unwrap();
+        check_uid(47301).unwrap();
     }
 
     #[test]
@@ -469,7 +469,7 @@ mod tests {
 
     #[test]
     fn renders_one_restore_transaction() {
-        let plan = Plan::new(65532, &[literal("10.0.0.5", 5432)]);
+        let plan = Plan::new(47301, &[literal("10.0.0.5", 5432)]);
         let input = restore_input(
             &plan.families[0],
             &JumpFix {
@@ -484,7 +484,7 @@ mod tests {
                 "*filter",
                 ":DBWARD-EGRESS - [0:0]",
                 "-F DBWARD-EGRESS",
-                "-A DBWARD-EGRESS -m owner --uid-owner 65532 -j RETURN",
+                "-A DBWARD-EGRESS -m owner --uid-owner 47301 -j RETURN",
                 "-A DBWARD-EGRESS -d 127.0.0.0/8 -j RETURN",
                 "-A DBWARD-EGRESS -d 10.0.0.5/32 -p tcp -m tcp --dport 5432 --tcp-flags SYN SYN -j REJECT --reject-with tcp-reset",
                 "-D OUTPUT 3",
@@ -505,7 +505,7 @@ mod tests {
 
     #[test]
     fn checks_what_the_kernel_lists() {
-        let plan = Plan::new(65532, &[literal("10.0.0.5", 5432)]);
+        let plan = Plan::new(47301, &[literal("10.0.0.5", 5432)]);
         let expected = &plan.families[0].rules;
         let listing = |rules: &[String]| {
             let mut s = format!("-N {CHAIN}\n");
@@ -538,7 +538,7 @@ mod tests {
 
     #[test]
     fn dry_run_shows_every_family() {
-        let plan = Plan::new(65532, &[name("db.example", 5432, &["10.0.0.7"])]);
+        let plan = Plan::new(47301, &[name("db.example", 5432, &["10.0.0.7"])]);
         let text = dry_run_text(&plan, |f| format!("{}-nft-restore", f.command()));
         assert!(
             text.contains("# IPv4: iptables-nft-restore -w 10 --noflush <<EOF"),

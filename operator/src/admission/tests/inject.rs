@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::admission::{
     ConnectionTarget, InjectContext, InjectSettings, Refusal, mutate_pod,
     spec::{
-        EGRESS_LOCK_CONTAINER, INJECTED_ANNOTATION, JOURNAL_VOLUME, SIDECAR_CONTAINER, SIDECAR_UID,
+        DEFAULT_SIDECAR_UID, EGRESS_LOCK_CONTAINER, INJECTED_ANNOTATION, JOURNAL_VOLUME, SIDECAR_CONTAINER,
         TOKEN_VOLUME,
     },
 };
@@ -61,6 +61,7 @@ fn inject_with(pod: &Value, settings: &InjectSettings, conns: &[ConnectionTarget
     let ctx = InjectContext {
         settings,
         connections: conns,
+        namespace_labels: None,
     };
     let patch = mutate_pod(&typed, &ctx).unwrap()?;
     let mut doc = pod.clone();
@@ -79,6 +80,7 @@ fn refusal(pod: &Value) -> Refusal {
     let ctx = InjectContext {
         settings: &settings,
         connections: &conns,
+        namespace_labels: None,
     };
     mutate_pod(&typed, &ctx).unwrap_err()
 }
@@ -181,8 +183,8 @@ fn sidecar_runs_unprivileged_with_its_token_and_journal() {
     let pod = inject(&pod_json("orders"), true);
     let sidecar = find(init_containers(&pod), SIDECAR_CONTAINER);
     let sc = sidecar.security_context.as_ref().unwrap();
-    assert_eq!(sc.run_as_user, Some(SIDECAR_UID));
-    assert_eq!(sc.run_as_group, Some(SIDECAR_UID));
+    assert_eq!(sc.run_as_user, Some(DEFAULT_SIDECAR_UID));
+    assert_eq!(sc.run_as_group, Some(DEFAULT_SIDECAR_UID));
     assert_eq!(sc.run_as_non_root, Some(true));
     assert_eq!(sc.read_only_root_filesystem, Some(true));
     assert_eq!(sc.allow_privilege_escalation, Some(false));
@@ -263,7 +265,7 @@ fn egress_lock_runs_as_root_with_network_capabilities_only() {
         [
             "egress-lock",
             "--uid",
-            "65532",
+            "47301",
             "--allow",
             "orders-db.prod.svc:5432",
             "--allow",
@@ -356,6 +358,7 @@ fn a_container_setting_all_pg_variables_is_not_touched() {
     let ctx = InjectContext {
         settings: &settings,
         connections: &conns,
+        namespace_labels: None,
     };
     let patch = mutate_pod(&typed, &ctx).unwrap().unwrap();
     assert!(
@@ -409,6 +412,7 @@ fn patch_paths_escape_the_annotation_key() {
     let ctx = InjectContext {
         settings: &settings,
         connections: &conns,
+        namespace_labels: None,
     };
     let patch = mutate_pod(&typed, &ctx).unwrap().unwrap();
     let paths: Vec<String> = patch.iter().map(|op| op.path().to_string()).collect();
@@ -467,6 +471,7 @@ fn fields_the_operator_does_not_know_survive() {
     let ctx = InjectContext {
         settings: &settings,
         connections: &conns,
+        namespace_labels: None,
     };
     let patch = mutate_pod(&typed, &ctx).unwrap().unwrap();
     let mut doc = pod.clone();

@@ -4,5 +4,6 @@
 #![allow(clippy::unwrap_used)]
 
 mod approval;
+mod egress;
 mod inject;
 mod review;

@@ -1,11 +1,16 @@
 //! `review_pod`: the webhook's answer to a whole admission request.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse};
 use serde_json::{Value, json};
 
 use super::inject::{connections, pod_json, settings};
-use crate::admission::{ConnectionTarget, InjectContext, InjectSettings, pod_namespace, review_pod};
+use crate::admission::{
+    ConnectionTarget, InjectContext, InjectSettings, PodAdmission, admit_pod, pod_namespace,
+    pod_security::Level, review_pod,
+};
 
 /// An admission request for `pod`, as the API server sends it for a pod a ReplicaSet creates: no name
 /// yet, the namespace only on the request.
@@ -35,6 +40,7 @@ fn review(
         &InjectContext {
             settings,
             connections: conns,
+            namespace_labels: None,
         },
     )
 }
@@ -194,4 +200,93 @@ fn the_response_is_a_valid_admission_review() {
     assert_eq!(review["response"]["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
     assert_eq!(review["response"]["patchType"], "JSONPatch");
     assert!(!review["response"]["patch"].is_null(), "{review}");
+}
+
+/// `admit_pod` of `req` in a namespace labelled `labels`.
+fn admit_in(req: &AdmissionRequest<Pod>, native: bool, labels: &[(&str, &str)]) -> PodAdmission {
+    let labels: BTreeMap<String, String> = labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    admit_pod(
+        req,
+        &InjectContext {
+            settings: &settings(native),
+            connections: &connections(),
+            namespace_labels: Some(&labels),
+        },
+    )
+}
+
+#[test]
+fn an_egress_lock_in_a_namespace_enforcing_baseline_or_restricted_comes_with_a_warning() {
+    let req = request(&pod_json("orders"), "CREATE", Some("shop"), false);
+    for (value, level) in [("baseline", Level::Baseline), ("restricted", Level::Restricted)] {
+        let admission = admit_in(&req, true, &[("pod-security.kubernetes.io/enforce", value)]);
+        assert_eq!(admission.pod_security, Some(level), "{value}");
+        let resp = &admission.response;
+        assert!(resp.allowed && resp.patch.is_some(), "still injected: {value}");
+        let warnings = resp.warnings.clone().unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with(&format!(
+                "dbward: this namespace enforces Pod Security \"{value}\", which refuses dbward-egress-lock"
+            )),
+            "{}",
+            warnings[0]
+        );
+    }
+    // Alongside the classic sidecar's warnings.
+    let mut pod = pod_json("orders");
+    pod["spec"]["initContainers"] = json!([{"name": "migrate", "image": "m"}]);
+    let classic = request(&pod, "CREATE", Some("shop"), false);
+    let admission = admit_in(
+        &classic,
+        false,
+        &[("pod-security.kubernetes.io/enforce", "baseline")],
+    );
+    let warnings = admission.response.warnings.unwrap();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings[1].contains("Pod Security \"baseline\""));
+}
+
+#[test]
+fn no_pod_security_warning_without_a_refusing_level_or_an_egress_lock() {
+    let locked = request(&pod_json("orders"), "CREATE", Some("shop"), false);
+    for labels in [
+        &[][..],
+        &[("pod-security.kubernetes.io/enforce", "privileged")][..],
+        &[
+            ("pod-security.kubernetes.io/warn", "restricted"),
+            ("pod-security.kubernetes.io/audit", "baseline"),
+        ][..],
+    ] {
+        let admission = admit_in(&locked, true, labels);
+        assert_eq!(admission.pod_security, None, "{labels:?}");
+        assert_eq!(admission.response.warnings, None, "{labels:?}");
+    }
+    // analytics has no egress lock, and the sidecar alone passes restricted.
+    let unlocked = request(&pod_json("analytics"), "CREATE", Some("shop"), false);
+    let admission = admit_in(
+        &unlocked,
+        true,
+        &[("pod-security.kubernetes.io/enforce", "restricted")],
+    );
+    assert_eq!(admission.pod_security, None);
+    assert_eq!(admission.response.warnings, None);
+    // Nothing injected, nothing to warn about: a refused pod, a pod not asking, the operator's namespace.
+    let refused = request(&pod_json("ordres"), "CREATE", Some("shop"), false);
+    let mut plain = pod_json("orders");
+    plain["metadata"]["annotations"] = json!({});
+    let plain = request(&plain, "CREATE", Some("shop"), false);
+    let operators = request(&pod_json("orders"), "CREATE", Some("dbward-system"), false);
+    for req in [refused, plain, operators] {
+        let admission = admit_in(&req, true, &[("pod-security.kubernetes.io/enforce", "baseline")]);
+        assert_eq!(admission.pod_security, None);
+        assert_eq!(admission.response.warnings, None);
+    }
+    // The same patch as without the labels: the warning is all that changes.
+    let labels = [("pod-security.kubernetes.io/enforce", "baseline")];
+    let warned = admit_in(&locked, true, &labels).response;
+    assert_eq!(warned.patch, review_native(&locked).patch);
 }

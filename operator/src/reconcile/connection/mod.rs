@@ -1,19 +1,24 @@
 //! The DatabaseConnection reconciler: reads the Secrets the connection references, opens a TCP
-//! connection to `host:port`, and writes `status.conditions` (CredentialsResolved, Reachable, Ready)
-//! and `status.observedGeneration` — only when they differ from what is stored.
+//! connection to `host:port`, looks at the pods that name the connection, and writes
+//! `status.conditions` (CredentialsResolved, Reachable, Ready, PodsWithoutSidecar) and
+//! `status.observedGeneration` — only when they differ from what is stored.
 //!
 //! Every connection is checked again every [`ReconcileContext::connection_resync`] (5 minutes), so a
 //! database that goes down or comes back shows within that time. A Secret that is created, changed or
 //! deleted re-checks at once the connections that reference it ([`connections_using`], fed by a
-//! cluster-wide, metadata-only watch of Secrets).
+//! cluster-wide, metadata-only watch of Secrets); so does a pod that names the connection and runs
+//! without the sidecar, when it changes or goes ([`connections_named_by`], fed by a metadata-only watch
+//! of pods).
 //!
 //! The Secrets themselves are read with a GET at each reconcile rather than from a watch cache, so the
-//! operator does not hold every Secret of the cluster in memory; only key names are looked at.
+//! operator does not hold every Secret of the cluster in memory; only key names are looked at. Pods are
+//! read from the pod controller's cache of pods' metadata ([`Pods`]), and the namespace's labels with a
+//! GET, only when some pod runs without its sidecar (they say why).
 
 use std::{sync::Arc, time::SystemTime};
 
 use dbward_crds::{DatabaseConnection, condition::types};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::{
     Api, ResourceExt,
     core::PartialObjectMeta,
@@ -28,21 +33,39 @@ use tracing::{debug, info};
 use super::{
     context::{ReconcileContext, instrumented, namespace_and_name},
     error::{Error, Result},
+    pods::{missing_reason, namespace_labels},
     status::apply_status,
 };
 
+pub mod pods;
 pub mod status;
 
+pub use pods::{PodsSeen, connections_named_by, pods_without_sidecar};
 pub use status::{Observed, Probe, connection_status};
+
+/// The cache of every pod's metadata that the pod controller keeps.
+pub type Pods = Store<PartialObjectMeta<Pod>>;
+
+/// How long a reconcile waits for the pod cache's first list before it leaves PodsWithoutSidecar as it
+/// is.
+pub const POD_CACHE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 const KIND: &str = "DatabaseConnection";
 
-/// Reconcile one DatabaseConnection (the [`kube::runtime::Controller`] entry point).
-pub async fn reconcile(conn: Arc<DatabaseConnection>, ctx: Arc<ReconcileContext>) -> Result<Action> {
-    instrumented(&*conn, &ctx, reconcile_connection(&conn, &ctx)).await
+/// Reconcile one DatabaseConnection (the [`kube::runtime::Controller`] entry point, with `pods` bound).
+pub async fn reconcile(
+    conn: Arc<DatabaseConnection>,
+    ctx: Arc<ReconcileContext>,
+    pods: Pods,
+) -> Result<Action> {
+    instrumented(&*conn, &ctx, reconcile_connection(&conn, &ctx, &pods)).await
 }
 
-async fn reconcile_connection(conn: &DatabaseConnection, ctx: &ReconcileContext) -> Result<Action> {
+async fn reconcile_connection(
+    conn: &DatabaseConnection,
+    ctx: &ReconcileContext,
+    pods: &Pods,
+) -> Result<Action> {
     let (namespace, name) = namespace_and_name(conn)?;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let credentials_name = &conn.spec.credentials_secret_ref.name;
@@ -57,10 +80,12 @@ async fn reconcile_connection(conn: &DatabaseConnection, ctx: &ReconcileContext)
     } else {
         None
     };
+    let seen = pods_seen(ctx, pods, namespace, name).await?;
     let observed = Observed {
         credentials: credentials.as_ref(),
         ca: ca.as_ref(),
         probe: probe.as_ref(),
+        pods: seen.as_ref(),
     };
     let status = connection_status(conn, observed, SystemTime::now());
     if conn.status.as_ref() == Some(&status) {
@@ -85,6 +110,39 @@ async fn reconcile_connection(conn: &DatabaseConnection, ctx: &ReconcileContext)
         );
     }
     Ok(Action::requeue(ctx.connection_resync))
+}
+
+/// The pods of `namespace` that name connection `name`, `None` when the pod cache is not loaded within
+/// [`POD_CACHE_WAIT`] (or no longer fed).
+async fn pods_seen(
+    ctx: &ReconcileContext,
+    pods: &Pods,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<PodsSeen>> {
+    let loaded = timeout(POD_CACHE_WAIT, pods.wait_until_ready()).await;
+    if !matches!(loaded, Ok(Ok(()))) {
+        debug!(
+            namespace,
+            connection = name,
+            "the pod cache is not loaded; PodsWithoutSidecar kept"
+        );
+        return Ok(None);
+    }
+    let state = pods.state();
+    let missing = pods_without_sidecar(state.iter().map(|p| &p.metadata), namespace, name);
+    if missing.is_empty() {
+        return Ok(Some(PodsSeen::AllInjected));
+    }
+    let labels = if namespace == ctx.operator_namespace {
+        None
+    } else {
+        namespace_labels(ctx, namespace).await?
+    };
+    Ok(Some(PodsSeen::Missing {
+        reason: missing_reason(namespace, &ctx.operator_namespace, labels.as_ref()),
+        pods: missing,
+    }))
 }
 
 /// The Secret `name`, `None` when it does not exist.

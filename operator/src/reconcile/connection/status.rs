@@ -1,5 +1,6 @@
 //! The status of a DatabaseConnection, computed from what the reconciler found: the credentials Secret
-//! (or its absence), the CA Secret when `spec.tls.caSecretRef` is set, and the result of a TCP probe.
+//! (or its absence), the CA Secret when `spec.tls.caSecretRef` is set, the result of a TCP probe, and the
+//! pods that name the connection but run without the sidecar ([`pods`](super::pods)).
 //! No I/O here, so every case is a line in a table test.
 //!
 //! Secrets are only ever looked at for their key names: messages list the keys a Secret has, never a
@@ -12,6 +13,7 @@ use dbward_crds::{
 };
 use k8s_openapi::api::core::v1::Secret;
 
+use super::pods::{PodsSeen, pods_condition};
 use crate::{admission::spec::allow_target, reconcile::status::merge_conditions};
 
 /// Reasons of the CredentialsResolved condition.
@@ -58,11 +60,15 @@ pub struct Observed<'a> {
     pub ca: Option<&'a Secret>,
     /// The probe, `None` when none was made.
     pub probe: Option<&'a Probe>,
+    /// The pods that name the connection, `None` when they could not be looked at (the pod cache is not
+    /// loaded): PodsWithoutSidecar then stays as it is.
+    pub pods: Option<&'a PodsSeen>,
 }
 
-/// The status to write for `conn`: CredentialsResolved, Reachable and Ready, each stamped with the
-/// object's generation, keeping each condition's `lastTransitionTime` from the current status when its
-/// status did not change. `serverVersion` is left unset: the operator does not log in to the database.
+/// The status to write for `conn`: CredentialsResolved, Reachable, Ready and PodsWithoutSidecar, each
+/// stamped with the object's generation, keeping each condition's `lastTransitionTime` from the current
+/// status when its status did not change. PodsWithoutSidecar does not count towards Ready.
+/// `serverVersion` is left unset: the operator does not log in to the database.
 pub fn connection_status(
     conn: &DatabaseConnection,
     observed: Observed<'_>,
@@ -73,15 +79,19 @@ pub fn connection_status(
     let credentials = credentials_condition(conn, namespace, observed, now);
     let reachable = reachable_condition(conn, observed.probe, now);
     let ready = ready_condition(conn, &credentials, &reachable, now);
-    let computed = [credentials, reachable, ready]
-        .into_iter()
-        .map(|c| c.with_generation(generation))
-        .collect();
     let old = conn
         .status
         .as_ref()
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
+    let mut computed: Vec<Condition> = [credentials, reachable, ready]
+        .into_iter()
+        .map(|c| c.with_generation(generation))
+        .collect();
+    match observed.pods {
+        Some(seen) => computed.push(pods_condition(seen, namespace, now).with_generation(generation)),
+        None => computed.extend(dbward_crds::condition::find(old, types::PODS_WITHOUT_SIDECAR).cloned()),
+    }
     DatabaseConnectionStatus {
         conditions: merge_conditions(old, computed),
         observed_generation: generation,

@@ -228,6 +228,7 @@ fn conditions_follow_what_was_found() {
             credentials: case.credentials.as_ref(),
             ca: case.ca.as_ref(),
             probe: case.probe.as_ref(),
+            pods: None,
         };
         let status = connection_status(&conn, observed, at(T0));
         let types = [types::CREDENTIALS_RESOLVED, types::REACHABLE, types::READY];
@@ -357,5 +358,72 @@ fn ipv6_hosts_are_bracketed_in_messages() {
     assert_eq!(
         reachable.message,
         "TCP connection to [fd00::5]:5432 succeeded (login not attempted)"
+    );
+}
+
+#[test]
+fn pods_without_their_sidecar_are_a_condition_of_their_own_that_leaves_ready_alone() {
+    use crate::reconcile::{connection::PodsSeen, pods::MissingReason};
+
+    let conn = connection(false);
+    let creds = secret(&["username", "password"]);
+    let up = Probe::Connected;
+    let observed = |pods| Observed {
+        credentials: Some(&creds),
+        probe: Some(&up),
+        pods,
+        ..Observed::default()
+    };
+    let status_of = |conn: &DatabaseConnection, pods, t| connection_status(conn, observed(pods), at(t));
+    let summary = |status: &DatabaseConnectionStatus| -> Vec<(String, ConditionStatus, String)> {
+        status
+            .conditions
+            .iter()
+            .map(|c| (c.type_.clone(), c.status, c.reason.clone()))
+            .collect()
+    };
+    let row = |t: &str, s, r: &str| (t.to_owned(), s, r.to_owned());
+
+    // Not looked at (the pod cache is not loaded) and never written: no such condition.
+    let unknown = status_of(&conn, None, T0);
+    assert_eq!(
+        condition::find(&unknown.conditions, types::PODS_WITHOUT_SIDECAR),
+        None
+    );
+
+    let missing = PodsSeen::Missing {
+        reason: MissingReason::NamespaceNotOptedIn,
+        pods: vec!["web-1".into()],
+    };
+    let first = status_of(&conn, Some(&missing), T0);
+    assert_eq!(
+        summary(&first),
+        [
+            row("CredentialsResolved", True, "Resolved"),
+            row("Reachable", True, "Connected"),
+            row("Ready", True, "Ready"),
+            row("PodsWithoutSidecar", True, "NamespaceNotOptedIn"),
+        ]
+    );
+    let c = condition::find(&first.conditions, types::PODS_WITHOUT_SIDECAR).unwrap();
+    assert_eq!(c.observed_generation, Some(3));
+    assert!(c.message.contains("\"web-1\""), "{}", c.message);
+
+    // Not looked at this time: the condition stays as it was.
+    let mut stored = conn.clone();
+    stored.status = Some(first.clone());
+    assert_eq!(status_of(&stored, None, T0 + 60), first);
+    // Looked at again, unchanged: equal, so nothing is written.
+    assert_eq!(status_of(&stored, Some(&missing), T0 + 60), first);
+
+    // The pod was recreated with its sidecar.
+    let fixed = status_of(&stored, Some(&PodsSeen::AllInjected), T0 + 120);
+    let c = condition::find(&fixed.conditions, types::PODS_WITHOUT_SIDECAR).unwrap();
+    assert_eq!((c.status, c.reason.as_str()), (False, "AllInjected"));
+    assert_eq!(c.last_transition_time, "2027-01-15T08:02:00Z");
+    let ready = condition::find(&fixed.conditions, types::READY).unwrap();
+    assert_eq!(
+        ready.last_transition_time, "2027-01-15T08:00:00Z",
+        "Ready did not change"
     );
 }

@@ -4,12 +4,7 @@ use std::{collections::BTreeMap, fmt};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::admission::spec::{INJECT_ANNOTATION, INJECTED_ANNOTATION};
-
-/// The namespace label that opts a namespace in to injection (the webhook's namespaceSelector).
-pub const INJECTION_LABEL: &str = "dbward.dev/injection";
-/// The value of [`INJECTION_LABEL`] that opts in.
-pub const INJECTION_ENABLED: &str = "enabled";
+use crate::admission::spec::{INJECT_ANNOTATION, INJECTED_ANNOTATION, INJECTION_ENABLED, INJECTION_LABEL};
 
 /// Why a pod that asked for dbward runs without its sidecar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -79,21 +74,30 @@ pub fn missing_note(namespace: &str, connections: &str, reason: MissingReason) -
         "the pod asks for dbward ({INJECT_ANNOTATION}: {connections:?}) but runs without the dbward sidecar, \
          so it has no database access"
     );
-    let why = match reason {
+    format!("{asked}: {}", why_missing(namespace, reason, false))
+}
+
+/// Why pods in `namespace` run without the sidecar, and what to do; about one pod, or several (`many`).
+pub fn why_missing(namespace: &str, reason: MissingReason, many: bool) -> String {
+    let (pods, it, was) = if many {
+        ("the pods", "they are", "they were")
+    } else {
+        ("the pod", "it is", "it was")
+    };
+    match reason {
         MissingReason::OperatorNamespace => format!(
             "pods in the operator's namespace {namespace:?} are never injected: run the workload in another \
              namespace"
         ),
         MissingReason::NamespaceNotOptedIn => format!(
             "namespace {namespace:?} is not opted in: label it {INJECTION_LABEL}={INJECTION_ENABLED}, then \
-             delete the pod so that it is recreated with the sidecar"
+             delete {pods} so that {it} recreated with the sidecar"
         ),
-        MissingReason::WebhookMissed => "it was created while the injection webhook was down or not yet \
-                                         installed (or before the namespace was labelled): delete the pod so \
-                                         that it is recreated with the sidecar"
-            .to_owned(),
-    };
-    format!("{asked}: {why}")
+        MissingReason::WebhookMissed => format!(
+            "{was} created while the injection webhook was down or not yet installed (or before the \
+             namespace was labelled): delete {pods} so that {it} recreated with the sidecar"
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -6,9 +6,9 @@
 //!   per pod and reason per operator process;
 //! - the gauge `dbward_pods_without_sidecar{namespace, reason}`.
 //!
-//! Nothing is written to the pods or to the DatabaseConnections: a condition on a connection would be
-//! written by a second writer of its whole conditions list (see the connection reconciler), and the pod
-//! may name connections that do not exist. Event and metric are enough to find the pods.
+//! Nothing is written to the pods. The connections the pod names get the condition PodsWithoutSidecar
+//! from their own reconciler (the one writer of their conditions), which a change of such a pod
+//! triggers (see [`connection`](super::connection)).
 //!
 //! The controller watches pods' metadata only (`Api<PartialObjectMeta<Pod>>` makes kube ask for
 //! metadata-only lists and watches; annotations are all it reads). kube 5 cannot pre-filter a
@@ -42,9 +42,7 @@ use super::{
 
 pub mod decide;
 
-pub use decide::{
-    INJECTION_ENABLED, INJECTION_LABEL, MissingReason, missing_note, missing_reason, runs_without_sidecar,
-};
+pub use decide::{MissingReason, missing_note, missing_reason, runs_without_sidecar, why_missing};
 
 /// The reason of the Event on a pod without its sidecar.
 pub const SIDECAR_MISSING: &str = "SidecarMissing";
@@ -102,7 +100,7 @@ async fn reconcile_pod(pod: &PartialObjectMeta<Pod>, ctx: &ReconcileContext) -> 
 }
 
 /// The labels of `namespace`, `None` when it does not exist (any more).
-async fn namespace_labels(
+pub(crate) async fn namespace_labels(
     ctx: &ReconcileContext,
     namespace: &str,
 ) -> Result<Option<BTreeMap<String, String>>> {

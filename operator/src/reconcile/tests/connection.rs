@@ -3,11 +3,16 @@
 use std::sync::Arc;
 
 use dbward_crds::DatabaseConnection;
+use k8s_openapi::api::core::v1::Pod;
+use kube::{
+    core::PartialObjectMeta,
+    runtime::{reflector::store::Writer, watcher},
+};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use super::*;
-use crate::reconcile::connection;
+use crate::reconcile::connection::{self, Pods};
 
 const SECRET_PATH: &str = "/api/v1/namespaces/shop/secrets/orders-db";
 const STATUS_PATH: &str = "/apis/dbward.dev/v1alpha1/namespaces/shop/databaseconnections/orders/status";
@@ -23,6 +28,24 @@ fn connection_json(port: u16, status: Option<Value>) -> Value {
         value["status"] = status;
     }
     value
+}
+
+/// A loaded pod cache holding pods named `name` in `shop` with `annotations`.
+fn pods(list: &[(&str, Value)]) -> Pods {
+    let mut writer: Writer<PartialObjectMeta<Pod>> = Writer::default();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for (name, annotations) in list {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+                         "metadata": {"name": name, "namespace": "shop", "annotations": annotations}});
+        writer.apply_watcher_event(&watcher::Event::InitApply(serde_json::from_value(pod).unwrap()));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    writer.as_reader()
+}
+
+/// A pod cache that never loads (its watch is gone).
+fn unloaded_pods() -> Pods {
+    Writer::<PartialObjectMeta<Pod>>::default().as_reader()
 }
 
 fn secret(keys: &[&str]) -> Value {
@@ -51,7 +74,10 @@ async fn a_missing_secret_is_applied_as_credentials_resolved_false() {
         applied
     });
     let obj: DatabaseConnection = serde_json::from_value(conn).unwrap();
-    connection::reconcile(Arc::new(obj), ctx).await.unwrap();
+    // Without a loaded pod cache, PodsWithoutSidecar is left out (as it was: absent).
+    connection::reconcile(Arc::new(obj), ctx, unloaded_pods())
+        .await
+        .unwrap();
     let applied = server.await.unwrap();
 
     assert_eq!(applied["apiVersion"], "dbward.dev/v1alpha1");
@@ -95,6 +121,9 @@ async fn an_unchanged_connection_is_read_but_not_written() {
                       format!("TCP connection to 127.0.0.1:{port} succeeded (login not attempted)")),
             condition("Ready", "Ready",
                       "credentials resolved and the database accepts TCP connections (login not attempted)".into()),
+            json!({"type": "PodsWithoutSidecar", "status": "False", "reason": "AllInjected",
+                   "message": "every pod that names this connection in dbward.dev/inject runs with the dbward sidecar",
+                   "lastTransitionTime": since, "observedGeneration": 2}),
         ],
     });
     let conn = connection_json(port, Some(status));
@@ -105,7 +134,15 @@ async fn an_unchanged_connection_is_read_but_not_written() {
         api.done().await;
     });
     let obj: DatabaseConnection = serde_json::from_value(conn).unwrap();
-    let action = connection::reconcile(Arc::new(obj), ctx).await.unwrap();
+    // Injected pods and pods of other connections do not count.
+    let cache = pods(&[
+        (
+            "web-1",
+            json!({"dbward.dev/inject": "orders", "dbward.dev/injected": "orders"}),
+        ),
+        ("batch-1", json!({"dbward.dev/inject": "analytics"})),
+    ]);
+    let action = connection::reconcile(Arc::new(obj), ctx, cache).await.unwrap();
     server.await.unwrap();
     assert_eq!(
         action,
@@ -131,7 +168,9 @@ async fn a_missing_key_and_a_refused_connection_are_applied() {
         applied
     });
     let obj: DatabaseConnection = serde_json::from_value(conn).unwrap();
-    connection::reconcile(Arc::new(obj), ctx).await.unwrap();
+    connection::reconcile(Arc::new(obj), ctx, pods(&[]))
+        .await
+        .unwrap();
     let applied = server.await.unwrap();
     assert_eq!(
         conditions(&applied),
@@ -139,6 +178,7 @@ async fn a_missing_key_and_a_refused_connection_are_applied() {
             cond("CredentialsResolved", "False", "KeyMissing"),
             cond("Reachable", "False", "Unreachable"),
             cond("Ready", "False", "CredentialsNotResolved"),
+            cond("PodsWithoutSidecar", "False", "AllInjected"),
         ]
     );
     let messages = applied["status"]["conditions"].to_string();
@@ -149,5 +189,68 @@ async fn a_missing_key_and_a_refused_connection_are_applied() {
     assert!(
         !messages.contains("c2VjcmV0"),
         "a secret value leaked: {messages}"
+    );
+}
+
+#[tokio::test]
+async fn pods_running_without_their_sidecar_are_a_condition_with_the_namespaces_reason() {
+    let database = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = database.local_addr().unwrap().port();
+    let conn = connection_json(port, None);
+    let (ctx, mut api) = context();
+    let reply = conn.clone();
+    let server = tokio::spawn(async move {
+        api.answer("GET", SECRET_PATH, ok(secret(&["username", "password"])))
+            .await;
+        // Some pods run without the sidecar: the namespace's labels say why.
+        let (head, _) = api
+            .answer(
+                "GET",
+                "/api/v1/namespaces/shop",
+                ok(
+                    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                          "metadata": {"name": "shop", "labels": {"dbward.dev/injection": "enabled"}}}),
+                ),
+            )
+            .await;
+        assert!(
+            head.headers["accept"]
+                .to_str()
+                .unwrap()
+                .contains("PartialObjectMetadata")
+        );
+        let (_, applied) = api
+            .answer("PATCH", &format!("{STATUS_PATH}{APPLY}"), ok(reply))
+            .await;
+        api.done().await;
+        applied
+    });
+    let obj: DatabaseConnection = serde_json::from_value(conn).unwrap();
+    let cache = pods(&[
+        ("web-2", json!({"dbward.dev/inject": "analytics,orders"})),
+        ("web-1", json!({"dbward.dev/inject": "orders"})),
+        (
+            "web-3",
+            json!({"dbward.dev/inject": "orders", "dbward.dev/injected": "orders"}),
+        ),
+    ]);
+    connection::reconcile(Arc::new(obj), ctx, cache).await.unwrap();
+    let applied = server.await.unwrap();
+    assert_eq!(
+        conditions(&applied),
+        [
+            cond("CredentialsResolved", "True", "Resolved"),
+            cond("Reachable", "True", "Connected"),
+            cond("Ready", "True", "Ready"),
+            cond("PodsWithoutSidecar", "True", "WebhookMissed"),
+        ]
+    );
+    let message = applied["status"]["conditions"][3]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(
+            "2 pods that name this connection in dbward.dev/inject run without the dbward sidecar, so without \
+             database access (\"web-1\", \"web-2\"): they were created while the injection webhook was down"
+        ),
+        "{message}"
     );
 }

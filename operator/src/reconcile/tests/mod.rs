@@ -45,7 +45,7 @@ const PATIENCE: Duration = Duration::from_secs(10);
 const APPLY: &str = "?&force=true&fieldManager=dbward-operator";
 
 /// A context whose client talks to the returned scripted server.
-fn context() -> (Arc<ReconcileContext>, ApiServer) {
+pub(crate) fn context() -> (Arc<ReconcileContext>, ApiServer) {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
     let metrics = Arc::new(Metrics::new(&Registry::new()).unwrap());
@@ -59,14 +59,14 @@ fn context() -> (Arc<ReconcileContext>, ApiServer) {
 }
 
 /// The API server's side of the mock.
-struct ApiServer {
+pub(crate) struct ApiServer {
     handle: Handle<Request<Body>, Response<Body>>,
 }
 
 impl ApiServer {
     /// Expect the next request to be `method path_and_query`; answer what `reply` returns for its body
     /// (JSON, `Null` when empty). Returns the request's head and body for further checks.
-    async fn answer(
+    pub(crate) async fn answer(
         &mut self,
         method: &str,
         path_and_query: &str,
@@ -99,7 +99,7 @@ impl ApiServer {
     }
 
     /// Expect no further request: the clients (the context) are dropped first.
-    async fn done(mut self) {
+    pub(crate) async fn done(mut self) {
         let next = tokio::time::timeout(PATIENCE, self.handle.next_request())
             .await
             .expect("the context was not dropped");
@@ -110,12 +110,12 @@ impl ApiServer {
 }
 
 /// Answer 200 with `body`.
-fn ok(body: Value) -> impl FnOnce(&Value) -> (u16, Value) {
+pub(crate) fn ok(body: Value) -> impl FnOnce(&Value) -> (u16, Value) {
     move |_| (200, body)
 }
 
 /// Answer 201 with the request's own body, as the API server does for a create.
-fn created() -> impl FnOnce(&Value) -> (u16, Value) {
+pub(crate) fn created() -> impl FnOnce(&Value) -> (u16, Value) {
     |body| (201, body.clone())
 }
 
