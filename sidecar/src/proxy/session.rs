@@ -667,4 +667,3 @@ mod tests {
         assert_eq!(leak_code("XX000"), sqlstate::CONNECTION_FAILURE);
     }
 }
-
