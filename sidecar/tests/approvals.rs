@@ -126,41 +126,13 @@ async fn noticed_client(
     (client, rx)
 }
 
-/// The request files in the directory (names without `.yaml`).
-fn requests(dir: &Path) -> Vec<String> {
-    let mut out: Vec<String> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .filter_map(|e| e.file_name().to_str()?.strip_suffix(".yaml").map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    out.sort();
-    out
-}
-
-async fn wait_for_request(dir: &Path) -> String {
-    for _ in 0..200 {
-        if let Some(n) = requests(dir).into_iter().next() {
-            return n;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("no approval request appeared in {}", dir.display());
-}
-
-/// Sets a request's phase the way a person does: by editing the status in its file.
+/// Sets a request's phase (and reason, when given) the way a person does: by editing its file.
 fn decide(dir: &Path, name: &str, phase: &str, reason: &str) {
-    let path = dir.join(format!("{name}.yaml"));
-    let text = std::fs::read_to_string(&path).unwrap();
-    let mut doc: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
-    doc["status"]["phase"] = phase.into();
+    let mut fields = vec![("phase", phase)];
     if !reason.is_empty() {
-        doc["status"]["reason"] = reason.into();
+        fields.push(("reason", reason));
     }
-    let tmp = dir.join(format!(".{name}.edit"));
-    std::fs::write(&tmp, serde_json::to_string(&doc).unwrap()).unwrap();
-    std::fs::rename(tmp, path).unwrap();
+    set_status(dir, name, &fields);
 }
 
 fn phase(dir: &Path, name: &str) -> String {

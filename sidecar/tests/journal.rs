@@ -129,31 +129,6 @@ fn statement_with<'a>(events: &'a [Value], session: &str, text: &str) -> &'a Val
         .unwrap_or_else(|| panic!("no statement {text:?} in {events:#?}"))
 }
 
-/// Approves a request the way a person may: by editing the status in its file.
-fn approve_by_editing(dir: &Path, name: &str, by: &str) {
-    let path = dir.join(format!("{name}.yaml"));
-    let mut doc: Value = serde_saphyr::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    doc["status"]["phase"] = "Approved".into();
-    doc["status"]["decidedBy"] = by.into();
-    let tmp = dir.join(format!(".{name}.edit"));
-    std::fs::write(&tmp, serde_json::to_string(&doc).unwrap()).unwrap();
-    std::fs::rename(tmp, path).unwrap();
-}
-
-async fn wait_for_request(dir: &Path) -> String {
-    for _ in 0..400 {
-        if let Ok(d) = std::fs::read_dir(dir)
-            && let Some(n) = d
-                .filter_map(|e| e.ok())
-                .find_map(|e| e.file_name().to_str()?.strip_suffix(".yaml").map(str::to_owned))
-        {
-            return n;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("no approval request appeared in {}", dir.display());
-}
-
 #[tokio::test]
 async fn every_statement_and_its_result_are_recorded_before_the_client_sees_them_end() {
     let d = direct().await;
@@ -236,7 +211,11 @@ async fn every_statement_and_its_result_are_recorded_before_the_client_sees_them
     });
     let name = wait_for_request(&b.approvals).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    approve_by_editing(&b.approvals, &name, "alice");
+    set_status(
+        &b.approvals,
+        &name,
+        &[("phase", "Approved"), ("decidedBy", "alice")],
+    );
     let (c2, r) = tokio::time::timeout(Duration::from_secs(10), held)
         .await
         .unwrap()

@@ -87,7 +87,7 @@ impl GuardStatements {
     /// Records a statement the guard let through or refused (a held one once its wait is over).
     pub(super) fn record(&mut self, statement: &Statement<'_>, verdict: &Verdict) {
         self.recorded = None;
-        let Some(log) = self.log.clone() else { return };
+        let Some(log) = self.log.as_deref() else { return };
         let refusal = match verdict {
             Verdict::Wait(_) => return,
             Verdict::Deny { code, message } => Some(ErrorNote { code, message }),

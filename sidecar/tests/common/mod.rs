@@ -568,3 +568,40 @@ impl Raw {
         out
     }
 }
+
+/// The approval request files in a directory (names without `.yaml`), sorted.
+pub fn requests(dir: &std::path::Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().to_str()?.strip_suffix(".yaml").map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// The first approval request to appear in `dir` (waits up to 5 s).
+pub async fn wait_for_request(dir: &std::path::Path) -> String {
+    for _ in 0..200 {
+        if let Some(n) = requests(dir).into_iter().next() {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no approval request appeared in {}", dir.display());
+}
+
+/// Sets fields of a request's `status` the way a person may: by editing its file (atomically).
+pub fn set_status(dir: &std::path::Path, name: &str, fields: &[(&str, &str)]) {
+    let path = dir.join(format!("{name}.yaml"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut doc: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+    for (field, value) in fields {
+        doc["status"][*field] = (*value).into();
+    }
+    let tmp = dir.join(format!(".{name}.edit"));
+    std::fs::write(&tmp, serde_json::to_string(&doc).unwrap()).unwrap();
+    std::fs::rename(tmp, path).unwrap();
+}
