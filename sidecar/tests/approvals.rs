@@ -312,3 +312,48 @@ async fn a_pipelined_batch_waits_whole_and_keeps_its_order() {
     let n: i64 = second.await.unwrap().unwrap().get(0);
     assert_eq!(n, 0, "the later statement ran after the held one");
 }
+
+#[tokio::test]
+async fn a_grant_window_lets_the_same_bound_statement_run_until_it_closes() {
+    const WINDOW: Duration = Duration::from_secs(4);
+    let b = bed(&policy("reject", "1m", "4s"), "apr_window").await;
+    let c = connect(&b.proxy.app()).await.unwrap();
+    // Extended protocol: the approval covers this statement with these parameters.
+    let stmt = "update apr_window set id = id + $1";
+    let e = c.execute(stmt, &[&1i32]).await.unwrap_err();
+    assert_eq!(code(&e).as_deref(), Some("42501"), "{e}");
+    let name = wait_for_request(&b.dir).await;
+    assert!(e.as_db_error().unwrap().message().contains(&name), "{e}");
+    decide(&b.dir, &name, "Approved", "");
+    let decided = std::time::Instant::now();
+    // Inside the window the grant is not used up: the statement runs again and again.
+    assert_eq!(c.execute(stmt, &[&1i32]).await.unwrap(), 5);
+    assert_eq!(c.execute(stmt, &[&1i32]).await.unwrap(), 5);
+    // Other parameters are another statement.
+    let e = c.execute(stmt, &[&2i32]).await.unwrap_err();
+    assert_eq!(code(&e).as_deref(), Some("42501"), "{e}");
+    let total: i64 = direct()
+        .await
+        .query_one("select sum(id)::int8 from apr_window", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        total,
+        15 + 2 * 5,
+        "both approved runs happened, the other did not"
+    );
+    // Once the window has closed the same statement asks anew.
+    tokio::time::sleep(
+        (decided + WINDOW + Duration::from_millis(300)).saturating_duration_since(std::time::Instant::now()),
+    )
+    .await;
+    let e = c.execute(stmt, &[&1i32]).await.unwrap_err();
+    assert_eq!(code(&e).as_deref(), Some("42501"), "{e}");
+    let message = e.as_db_error().unwrap().message().to_owned();
+    assert!(
+        !message.contains(&name),
+        "a new request, not the closed grant: {message}"
+    );
+    assert_eq!(phase(&b.dir, &name), "Approved", "the used grant stays on record");
+}
