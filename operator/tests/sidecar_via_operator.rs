@@ -1,7 +1,7 @@
 //! The whole path without a cluster: the real sidecar (`run --operator URL --connections orders`) takes
 //! its configuration from the operator's control API (over HTTPS, with a real signed pod token checked
-//! by TokenReview against the fake API server), serves a real PostgreSQL, follows a policy edit, and
-//! holds a statement until its ApprovalRequest is approved.
+//! by TokenReview against the fake API server), serves a real PostgreSQL, follows a policy edit, holds a
+//! statement until its ApprovalRequest is approved, and follows a credential rotation.
 
 #![allow(clippy::unwrap_used)]
 
@@ -188,6 +188,46 @@ async fn a_sidecar_configured_by_the_operator_enforces_follows_and_holds() {
             .unwrap(),
         "0"
     );
+
+    // The credential is rotated in its Secret: sessions that start afterwards log in with the new one.
+    let rotated = format!("via_operator_rotated_{}", std::process::id());
+    pg.psql(&format!(
+        "drop role if exists {rotated}; create role {rotated} login password 'rotated-pw'"
+    ))
+    .unwrap();
+    let open = connect(local_port).await;
+    bed.world.lock().unwrap().secrets.insert(
+        (NS.into(), "orders-db".into()),
+        secret("orders-db", &[("username", &rotated), ("password", "rotated-pw")]),
+    );
+    bed.state.config_changed();
+    let mut user = String::new();
+    for _ in 0..100 {
+        let fresh = connect(local_port).await;
+        user = fresh
+            .query_one("select current_user::text", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if user == rotated {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(user, rotated, "the rotated credential never reached the sidecar");
+    let kept: String = open
+        .query_one("select current_user::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        kept,
+        pg.app_user(),
+        "an open session keeps the upstream it logged in with"
+    );
+    drop(open);
+
     sidecar.abort();
-    pg.psql(&format!("drop table public.{table}")).unwrap();
+    pg.psql(&format!("drop table public.{table}; drop role {rotated}"))
+        .unwrap();
 }

@@ -3,6 +3,7 @@
 
 pub mod approvals;
 pub mod egress;
+mod follow;
 pub mod journal;
 
 use std::{net::IpAddr, path::PathBuf, sync::Arc, time::Duration};
@@ -205,7 +206,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 warn!("the config has no AccessPolicy: every statement will be refused");
             }
             let proxy = Proxy::bind(proxy_config).await?;
-            let follow: tokio::task::JoinHandle<()> = tokio::spawn(reload_policies(path.clone(), store));
+            let live = follow::Live {
+                store,
+                slots: proxy.slots(),
+                opts: opts.clone(),
+            };
+            let follow: tokio::task::JoinHandle<()> = tokio::spawn(follow::follow_file(path.clone(), live));
             (proxy, follow)
         }
         (None, Some(url)) => {
@@ -233,7 +239,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 .open(std::path::Path::new(journal::OPERATOR_JOURNAL_DIR))?;
             let store = Arc::new(PolicyStore::new(config::runtime::policies_with(
                 &cfg,
-                sa_issuers(&first),
+                follow::sa_issuers(&first),
             )?));
             let approvals: Arc<dyn crate::approval::ApprovalStore> =
                 Arc::new(crate::approval::operator::OperatorStore::new(
@@ -251,7 +257,17 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 "configuration received from the operator"
             );
             let proxy = Proxy::bind(proxy_config).await?;
-            let follow = tokio::spawn(follow_operator(client, args.connections.clone(), first, store));
+            let live = follow::Live {
+                store,
+                slots: proxy.slots(),
+                opts: opts.clone(),
+            };
+            let follow = tokio::spawn(follow::follow_operator(
+                client,
+                args.connections.clone(),
+                first,
+                live,
+            ));
             (proxy, follow)
         }
         (None, None) => anyhow::bail!("either --config or --operator is needed"),
@@ -267,12 +283,6 @@ pub async fn run(args: RunArgs) -> Result<()> {
         j.sync_now();
     }
     Ok(())
-}
-
-/// The issuers whose tokens are Kubernetes service-account tokens: their subjects bind `serviceAccount`
-/// subjects of policies.
-fn sa_issuers(cfg: &dbward_crds::wire::SidecarConfig) -> std::collections::BTreeSet<String> {
-    cfg.cluster_issuers.iter().map(|i| i.issuer.clone()).collect()
 }
 
 /// The first configuration from the operator. Until it comes nothing listens (fail closed); the
@@ -305,67 +315,6 @@ async fn first_config(
     }
 }
 
-/// Follows the operator's configuration: new policies apply to the next statement of every session. An
-/// unreachable operator changes nothing (the last good configuration stays); an operator that refuses
-/// the pod (its connection deleted, the pod no longer injected) takes every grant away.
-async fn follow_operator(
-    client: Arc<config::operator::OperatorClient>,
-    connections: Vec<String>,
-    first: dbward_crds::wire::SidecarConfig,
-    store: Arc<PolicyStore>,
-) {
-    let mut revision = first.revision.clone();
-    let mut running = (first.connections, first.secrets, first.cluster_issuers);
-    let mut failures = 0u32;
-    loop {
-        let got = client
-            .config(&connections, Some(&revision), config::operator::POLL_WAIT)
-            .await;
-        let next = match got {
-            Ok(None) => {
-                failures = 0;
-                continue;
-            }
-            Ok(Some(next)) => next,
-            Err(e) if e.is_transient() => {
-                warn!(error = %e, "the operator is unreachable; the configuration in force stays");
-                tokio::time::sleep(config::operator::backoff(failures)).await;
-                failures = failures.saturating_add(1);
-                continue;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "the operator refuses this pod's configuration: every statement is refused until it gives one");
-                if let Ok(nothing) = crate::policy::PolicySet::new(Vec::new(), Default::default()) {
-                    store.replace(nothing);
-                }
-                revision.clear();
-                tokio::time::sleep(config::operator::backoff(failures)).await;
-                failures = failures.saturating_add(1);
-                continue;
-            }
-        };
-        failures = 0;
-        let applied = config::operator::to_file_config(&next)
-            .and_then(|cfg| config::runtime::policies_with(&cfg, sa_issuers(&next)));
-        match applied {
-            Ok(set) => {
-                store.replace(set);
-                info!(revision = %next.revision, policies = next.policies.len(), "configuration updated by the operator");
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "the operator's new configuration is not valid; the policies in force stay");
-            }
-        }
-        let now = (next.connections, next.secrets, next.cluster_issuers);
-        if now != running {
-            warn!(
-                "a connection's settings, credentials or trusted issuers changed; sessions opened from now on still use the ones this sidecar started with until the pod restarts"
-            );
-            running = now;
-        }
-        revision = next.revision;
-    }
-}
 /// The key of the hash masking strategy: `DBWARD_MASK_KEY` (base64, at least 32 bytes) so hashes
 /// agree across sidecars and restarts, else a random key for this process.
 fn mask_key() -> Result<MaskKey> {
@@ -380,51 +329,6 @@ fn mask_key() -> Result<MaskKey> {
         Err(_) => {
             info!("DBWARD_MASK_KEY not set: hashed values are stable only while this sidecar runs");
             MaskKey::random().context("making a masking key")
-        }
-    }
-}
-
-/// How often the config file is checked for policy changes.
-const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Follows the config file: when it changes (or on SIGHUP), its AccessPolicies replace the ones in
-/// force; the next statement of every session is judged by them. A file that no longer loads or
-/// validates leaves the policies in force as they were, and says why.
-async fn reload_policies(path: std::path::PathBuf, store: Arc<PolicyStore>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = signal(SignalKind::hangup()).ok();
-    let stamp = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let mut last = stamp(&path);
-    loop {
-        let forced = match hup.as_mut() {
-            Some(h) => tokio::select! {
-                _ = h.recv() => true,
-                () = tokio::time::sleep(RELOAD_INTERVAL) => false,
-            },
-            None => {
-                tokio::time::sleep(RELOAD_INTERVAL).await;
-                false
-            }
-        };
-        let now = stamp(&path);
-        if !forced && now == last {
-            continue;
-        }
-        last = now;
-        let loaded =
-            config::load_file(&path).and_then(|cfg| config::runtime::policies(&cfg).map(|p| (cfg, p)));
-        match loaded {
-            Ok((cfg, set)) => {
-                store.replace(set);
-                info!(
-                    policies = cfg.policies.len(),
-                    "policies reloaded from {}",
-                    path.display()
-                );
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "the changed config was not applied; the policies in force stay")
-            }
         }
     }
 }

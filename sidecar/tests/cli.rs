@@ -1,4 +1,5 @@
-//! The `dbward-sidecar` binary: config errors, serving psql and pgbench, and SIGTERM.
+//! The `dbward-sidecar` binary: config errors, serving psql and pgbench, following config changes,
+//! and SIGTERM.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -11,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use common::{TempDir, connect, connection_yaml};
+use common::{TempDir, code, connect, connection_yaml};
 use dbward_testkit::shared;
 
 const BIN: &str = env!("CARGO_BIN_EXE_dbward-sidecar");
@@ -56,6 +57,8 @@ struct Sidecar {
     child: Child,
     port: u16,
     stderr: mpsc::Receiver<String>,
+    /// The config file the sidecar runs with and follows.
+    config: PathBuf,
     _dir: TempDir,
 }
 
@@ -102,6 +105,7 @@ impl Sidecar {
             child,
             port,
             stderr: rx,
+            config: path,
             _dir: dir,
         };
         s.wait_for("ready");
@@ -297,4 +301,77 @@ async fn sessions_outliving_the_grace_period_are_told_why() {
     assert!(idle.read().await.is_none());
     let status = s.wait_exit(Duration::from_secs(10)).await;
     assert!(status.success(), "{status}");
+}
+
+impl Sidecar {
+    /// Replaces the config file the way an editor or a ConfigMap update does: whole, by rename.
+    fn rewrite_config(&self, edit: impl FnOnce(String) -> String) {
+        let text = edit(std::fs::read_to_string(&self.config).unwrap());
+        let next = self.config.with_extension("next");
+        std::fs::write(&next, text).unwrap();
+        std::fs::rename(&next, &self.config).unwrap();
+    }
+}
+
+async fn current_user(c: &tokio_postgres::Client) -> String {
+    c.query_one("select current_user::text", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn changed_connection_settings_serve_new_sessions_and_open_ones_keep_theirs() {
+    let pg = shared();
+    pg.psql("drop role if exists dbward_rotated; create role dbward_rotated login password 'rotated-pw'")
+        .unwrap();
+    let s = Sidecar::start(&[]);
+    let open = connect(&s.conn()).await.unwrap();
+    assert_eq!(current_user(&open).await, pg.app_user());
+
+    // The credential is rotated in the file.
+    let (user, password) = (pg.app_user().to_owned(), pg.app_password().to_owned());
+    s.rewrite_config(|t| {
+        t.replace(&format!("username: {user}"), "username: dbward_rotated")
+            .replace(&format!("password: {password}"), "password: rotated-pw")
+    });
+    let line = s.wait_for("connection settings changed");
+    assert!(line.contains("credentials"), "{line}");
+    assert!(!line.contains("rotated-pw"), "no secret in the log: {line}");
+    let fresh = connect(&s.conn()).await.unwrap();
+    assert_eq!(current_user(&fresh).await, "dbward_rotated");
+    assert_eq!(
+        current_user(&open).await,
+        user,
+        "an open session keeps its upstream"
+    );
+
+    // A change that cannot be applied changes nothing.
+    s.rewrite_config(|t| t.replace("username: dbward_rotated", "user_name: dbward_rotated"));
+    s.wait_for("was not applied");
+    let still = connect(&s.conn()).await.unwrap();
+    assert_eq!(current_user(&still).await, "dbward_rotated");
+
+    // A connection gone from the file takes no new sessions; one back is served again.
+    s.rewrite_config(|t| {
+        t.replace("user_name: dbward_rotated", "username: dbward_rotated")
+            .replace("metadata: {name: orders}", "metadata: {name: orders-v2}")
+    });
+    s.wait_for("connection removed from the configuration");
+    let e = connect(&s.conn()).await.unwrap_err();
+    assert_eq!(code(&e).as_deref(), Some("08004"), "{e}");
+    let message = e.as_db_error().unwrap().message();
+    assert!(
+        message.contains("no longer in this sidecar's configuration"),
+        "{message}"
+    );
+    assert_eq!(
+        current_user(&fresh).await,
+        "dbward_rotated",
+        "open sessions go on"
+    );
+    s.rewrite_config(|t| t.replace("metadata: {name: orders-v2}", "metadata: {name: orders}"));
+    s.wait_for("connection back in the configuration");
+    let back = connect(&s.conn()).await.unwrap();
+    assert_eq!(current_user(&back).await, "dbward_rotated");
 }

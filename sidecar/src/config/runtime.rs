@@ -25,6 +25,7 @@ use crate::{
         hook::SessionHooks,
         relay::RelayLimits,
         session::{ConnectionContext, SessionShared},
+        slots::{Digest, Fingerprint},
         upstream::{Password, UpstreamTarget},
     },
     tls::{self, TlsMode},
@@ -115,12 +116,30 @@ fn connection(
         Some(_) => Some(tls::server_name(&spec.host).map_err(|e| conn_err(d, "spec.host", e.to_string()))?),
         None => None,
     };
+    let mut upstream = Digest::default();
+    upstream
+        .field(spec.host.as_bytes())
+        .field(&spec.port.to_be_bytes())
+        .field(spec.database.as_bytes())
+        .field(format!("{mode:?}").as_bytes())
+        .field(ca.as_deref().unwrap_or_default());
+    let mut credentials = Digest::default();
+    credentials.field(user.as_bytes()).field(password.as_bytes());
+    let mut identity = Digest::default();
+    identity.field(&[u8::from(spec.identity.allow_ambient)]);
     let mut issuers = Vec::new();
     for (i, iss) in spec.identity.issuers.iter().enumerate() {
         let field = format!("spec.identity.issuers[{i}].jwksUri");
-        let jwks = match iss.jwks_uri.as_deref() {
-            Some(uri) => JwksSource::parse(&resolve_relative(uri, cfg.base_dir.as_deref()))
-                .map_err(|e| conn_err(d, &field, e.to_string()))?,
+        let resolved = iss
+            .jwks_uri
+            .as_deref()
+            .map(|uri| resolve_relative(uri, cfg.base_dir.as_deref()));
+        identity
+            .field(iss.issuer.as_bytes())
+            .field(iss.audiences.join("\n").as_bytes())
+            .field(resolved.as_deref().unwrap_or_default().as_bytes());
+        let jwks = match resolved.as_deref() {
+            Some(uri) => JwksSource::parse(uri).map_err(|e| conn_err(d, &field, e.to_string()))?,
             None => JwksSource::Discover(iss.issuer.clone()),
         };
         issuers.push(IssuerConfig {
@@ -153,6 +172,11 @@ fn connection(
         }),
         allow_ambient: spec.identity.allow_ambient,
         verifier,
+        fingerprint: Fingerprint {
+            upstream: upstream.finish(),
+            credentials: credentials.finish(),
+            identity: identity.finish(),
+        },
     })
 }
 
@@ -163,6 +187,19 @@ fn resolve_relative(uri: &str, base: Option<&Path>) -> String {
         Some(base) if plain_path => base.join(uri).display().to_string(),
         _ => uri.to_owned(),
     }
+}
+
+/// Every connection of the config, built, with its local port: what the proxy starts with, and what
+/// a reload hands to [`ConnectionSlots::update`](crate::proxy::slots::ConnectionSlots::update).
+pub fn contexts(
+    cfg: &FileConfig,
+    opts: &RunOptions,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<(Arc<ConnectionContext>, u16)>, ConfigError> {
+    cfg.connections
+        .iter()
+        .map(|d| Ok((Arc::new(connection(cfg, d, opts, env)?), d.spec.local_port)))
+        .collect()
 }
 
 /// Everything the proxy needs, from the file and the command line.
@@ -200,12 +237,8 @@ pub fn build(
         )),
         None => None,
     };
-    let mut connections = Vec::new();
-    for d in &cfg.connections {
-        connections.push((Arc::new(connection(cfg, d, opts, env)?), d.spec.local_port));
-    }
     Ok(ProxyConfig {
-        connections,
+        connections: contexts(cfg, opts, env)?,
         listen: opts.listen.clone(),
         shared: SessionShared {
             ambient,

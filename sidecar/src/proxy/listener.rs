@@ -17,6 +17,7 @@ use tracing::{info, warn};
 use super::{
     messages::error::Report,
     session::{ConnectionContext, SessionShared, serve},
+    slots::ConnectionSlots,
 };
 
 /// What the proxy serves.
@@ -49,16 +50,19 @@ pub struct ListenError {
 
 /// Bound listeners, ready to serve.
 pub struct Proxy {
-    listeners: Vec<(Arc<ConnectionContext>, TcpListener)>,
+    /// Each listener with the name of the connection it serves.
+    listeners: Vec<(String, TcpListener)>,
+    slots: ConnectionSlots,
     shared: Arc<SessionShared>,
     grace: Duration,
-    slots: Arc<Semaphore>,
+    limit: Arc<Semaphore>,
 }
 
 impl Proxy {
     /// Binds every listener. IPv6 loopback is skipped with a warning when the host has no IPv6.
     pub async fn bind(config: ProxyConfig) -> Result<Self, ListenError> {
         let mut listeners = Vec::new();
+        let slots = ConnectionSlots::new(&config.connections);
         for (conn, port) in config.connections {
             let mut port = port;
             for ip in &config.listen {
@@ -69,7 +73,7 @@ impl Proxy {
                         if port == 0 {
                             port = l.local_addr().map(|a| a.port()).unwrap_or(0);
                         }
-                        listeners.push((conn.clone(), l));
+                        listeners.push((conn.name.clone(), l));
                     }
                     Err(e) if ip.is_ipv6() && config.listen.len() > 1 && ipv6_unavailable(&e) => {
                         warn!(connection = %conn.name, %addr, error = %e, "IPv6 loopback unavailable; listening on IPv4 only");
@@ -86,22 +90,28 @@ impl Proxy {
         }
         Ok(Self {
             listeners,
+            slots,
             shared: Arc::new(config.shared),
             grace: config.shutdown_grace,
-            slots: Arc::new(Semaphore::new(config.max_sessions)),
+            limit: Arc::new(Semaphore::new(config.max_sessions)),
         })
     }
 
-    /// The bound addresses by connection name.
     /// The session journal the sessions write, if any.
     pub fn journal(&self) -> Option<Arc<crate::journal::Journal>> {
         self.shared.journal.clone()
     }
 
+    /// The served connections' settings, to replace while the proxy runs (a reloaded configuration).
+    pub fn slots(&self) -> ConnectionSlots {
+        self.slots.clone()
+    }
+
+    /// The bound addresses by connection name.
     pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
         self.listeners
             .iter()
-            .filter_map(|(c, l)| l.local_addr().ok().map(|a| (c.name.clone(), a)))
+            .filter_map(|(c, l)| l.local_addr().ok().map(|a| (c.clone(), a)))
             .collect()
     }
 
@@ -110,12 +120,13 @@ impl Proxy {
     pub async fn run(self, shutdown: CancellationToken) {
         let tracker = TaskTracker::new();
         let force = CancellationToken::new();
-        for (conn, listener) in self.listeners {
+        for (name, listener) in self.listeners {
+            let slots = self.slots.clone();
             let shared = self.shared.clone();
             let shutdown = shutdown.clone();
             let force = force.clone();
             let sessions = tracker.clone();
-            let slots = self.slots.clone();
+            let limit = self.limit.clone();
             tracker.spawn(async move {
                 loop {
                     let accepted = tokio::select! {
@@ -128,20 +139,26 @@ impl Proxy {
                                 Ok(a) => a,
                                 Err(_) => continue,
                             };
-                            let Ok(slot) = slots.clone().try_acquire_owned() else {
-                                warn!(connection = %conn.name, %peer, "session limit reached: connection refused");
-                                sessions.spawn(refuse_busy(tcp));
+                            // The settings in force now; a reload changes them for later sessions.
+                            let Some(conn) = slots.current(&name) else {
+                                info!(connection = %name, %peer, "connection removed from the configuration: session refused");
+                                sessions.spawn(refuse_early(tcp, "08004", format!("dbward: connection \"{name}\" is no longer in this sidecar's configuration")));
                                 continue;
                             };
-                            let (conn, shared, force) = (conn.clone(), shared.clone(), force.clone());
+                            let Ok(permit) = limit.clone().try_acquire_owned() else {
+                                warn!(connection = %name, %peer, "session limit reached: connection refused");
+                                sessions.spawn(refuse_early(tcp, "53300", "sorry, too many clients already (dbward sidecar session limit)".into()));
+                                continue;
+                            };
+                            let (shared, force) = (shared.clone(), force.clone());
                             sessions.spawn(async move {
                                 serve(tcp, peer, local, conn, shared, force).await;
-                                drop(slot);
+                                drop(permit);
                             });
                         }
                         Err(e) => {
                             // Out of file descriptors and the like: back off instead of spinning.
-                            warn!(connection = %conn.name, error = %e, "accept failed");
+                            warn!(connection = %name, error = %e, "accept failed");
                             tokio::time::sleep(Duration::from_millis(50)).await;
                         }
                     }
@@ -164,14 +181,11 @@ impl Proxy {
     }
 }
 
-/// Tells a client over the session limit why, as PostgreSQL does when max_connections is reached.
-async fn refuse_busy(mut tcp: TcpStream) {
+/// Tells a client that cannot be served why before reading anything from it, as PostgreSQL does when
+/// max_connections is reached.
+async fn refuse_early(mut tcp: TcpStream, code: &'static str, message: String) {
     let mut out = bytes::BytesMut::new();
-    Report::fatal(
-        "53300",
-        "sorry, too many clients already (dbward sidecar session limit)",
-    )
-    .encode(&mut out);
+    Report::fatal(code, &message).encode(&mut out);
     // The client's startup packet is not read: the answer is the same whatever it asked.
     let _ = tokio::time::timeout(Duration::from_secs(2), tcp.write_all(&out)).await;
 }

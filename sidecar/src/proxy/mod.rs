@@ -9,6 +9,7 @@ pub mod pump;
 pub mod relay;
 pub mod session;
 pub mod signals;
+pub mod slots;
 pub mod state;
 pub mod stream;
 pub mod upstream;

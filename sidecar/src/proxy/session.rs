@@ -47,6 +47,8 @@ pub struct ConnectionContext {
     pub allow_ambient: bool,
     /// Verifies caller tokens; `None` when the connection trusts no issuer.
     pub verifier: Option<Arc<TokenVerifier>>,
+    /// What this context was built from, to tell a reload's changes apart.
+    pub fingerprint: super::slots::Fingerprint,
 }
 
 /// What all sessions of the process share.
