@@ -173,7 +173,14 @@ fn check_orders_pod(pod: &Pod, native: bool, control_url: &str, ca_pem: &str) {
     assert_eq!(sidecar.image.as_deref(), Some(SIDECAR_IMAGE));
     assert_eq!(
         sidecar.args.as_deref().unwrap_or_default(),
-        ["run", "--operator", control_url, "--connections", "orders"],
+        [
+            "run",
+            "--operator",
+            control_url,
+            "--connections",
+            "orders",
+            "--journal-stdout"
+        ],
         "the sidecar's args"
     );
     let sidecar_env = env_of(sidecar);

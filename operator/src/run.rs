@@ -59,6 +59,11 @@ pub struct Args {
         value_parser = clap::value_parser!(i64).range(1..=i64::from(i32::MAX)),
     )]
     pub sidecar_uid: i64,
+    /// Whether injected sidecars also write their session journal to stdout, as JSON lines for the
+    /// cluster's log collectors (the journal volume goes with the pod). `--sidecar-journal-stdout=false`
+    /// keeps it on the volume only.
+    #[arg(long, env = "DBWARD_SIDECAR_JOURNAL_STDOUT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub sidecar_journal_stdout: bool,
     /// Where the webhook server listens.
     #[arg(long, default_value = "0.0.0.0:9443")]
     pub webhook_addr: SocketAddr,
@@ -149,6 +154,7 @@ pub async fn run(args: Args) -> Result<()> {
     .with_operator_ca(bundle.ca_pem.clone());
     settings.image_pull_policy = args.sidecar_image_pull_policy.clone();
     settings.sidecar_uid = args.sidecar_uid;
+    settings.journal_stdout = args.sidecar_journal_stdout;
     if let Some(url) = &args.control_url {
         settings.control_url = url.clone();
     }
@@ -324,6 +330,17 @@ mod tests {
             "img",
         ];
         Args::try_parse_from(base.iter().chain(extra))
+    }
+
+    #[test]
+    fn sidecars_copy_their_journal_to_stdout_unless_told_not_to() {
+        assert!(parse(&[]).unwrap().sidecar_journal_stdout);
+        assert!(
+            !parse(&["--sidecar-journal-stdout=false"])
+                .unwrap()
+                .sidecar_journal_stdout
+        );
+        assert!(parse(&["--sidecar-journal-stdout", "maybe"]).is_err());
     }
 
     #[test]

@@ -93,6 +93,10 @@ pub struct InjectSettings {
     /// The uid and gid the sidecar runs as, the one the egress lock lets through (`--sidecar-uid`,
     /// [`DEFAULT_SIDECAR_UID`]). Pods whose containers run as it are refused.
     pub sidecar_uid: i64,
+    /// Whether the sidecar also writes its session journal to stdout (`--sidecar-journal-stdout`, on by
+    /// default): the journal volume is an `emptyDir` and goes with the pod, stdout reaches the cluster's
+    /// log collectors.
+    pub journal_stdout: bool,
 }
 
 impl InjectSettings {
@@ -114,6 +118,7 @@ impl InjectSettings {
             operator_ca: None,
             image_pull_policy: None,
             sidecar_uid: DEFAULT_SIDECAR_UID,
+            journal_stdout: true,
         }
     }
 
@@ -147,6 +152,12 @@ pub enum Refusal {
          annotation"
     )]
     SharedProcessNamespace,
+    /// `hostPID: true` shows the sidecar's process to every container, as a shared process namespace does,
+    /// and every other process of the node besides.
+    #[error(
+        "hostPID is true, so every container would see the sidecar's process (and the node's) and could read          its memory and with it the database credential: run the pod without hostPID, or remove the          {INJECT_ANNOTATION} annotation"
+    )]
+    HostPid,
     /// `hostNetwork: true` would put the sidecar's ports, and the egress lock's rules, on the node.
     #[error(
         "hostNetwork is true, so the sidecar would serve the database on the node's loopback, open to every \
@@ -348,6 +359,9 @@ fn check_pod(spec: &PodSpec) -> Result<(), Refusal> {
     if spec.share_process_namespace == Some(true) {
         return Err(Refusal::SharedProcessNamespace);
     }
+    if spec.host_pid == Some(true) {
+        return Err(Refusal::HostPid);
+    }
     if spec.host_network == Some(true) {
         return Err(Refusal::HostNetwork);
     }
@@ -514,6 +528,7 @@ fn build_patch(
         settings.operator_ca.as_deref(),
         &joined,
         settings.native_sidecars,
+        settings.journal_stdout,
     );
     sidecar.image_pull_policy = settings.image_pull_policy.clone();
     let sidecar = to_json(&sidecar);

@@ -75,6 +75,7 @@ pub(crate) fn sidecar_container(
     operator_ca: Option<&str>,
     connections: &str,
     native: bool,
+    journal_stdout: bool,
 ) -> Container {
     let mut env = vec![
         field_env("POD_NAME", "metadata.name"),
@@ -91,13 +92,13 @@ pub(crate) fn sidecar_container(
     Container {
         name: SIDECAR_CONTAINER.to_owned(),
         image: Some(image.to_owned()),
-        args: Some(strings([
-            "run",
-            "--operator",
-            control_url,
-            "--connections",
-            connections,
-        ])),
+        args: Some({
+            let mut args = strings(["run", "--operator", control_url, "--connections", connections]);
+            if journal_stdout {
+                args.push("--journal-stdout".to_owned());
+            }
+            args
+        }),
         env: Some(env),
         resources: resources.cloned(),
         restart_policy: native.then(|| "Always".to_owned()),

@@ -147,7 +147,8 @@ fn native_sidecar_is_the_first_init_container_after_the_egress_lock() {
             "--operator",
             "https://dbward-operator.dbward-system.svc:8443",
             "--connections",
-            "orders"
+            "orders",
+            "--journal-stdout"
         ]
     );
 }
@@ -397,6 +398,21 @@ fn connection_names_are_deduplicated_in_order() {
 }
 
 #[test]
+fn the_sidecar_copies_its_journal_to_stdout_unless_told_not_to() {
+    let args = |s: &InjectSettings| {
+        let pod = inject_with(&pod_json("orders"), s, &connections()).unwrap();
+        find(init_containers(&pod), SIDECAR_CONTAINER)
+            .args
+            .clone()
+            .unwrap()
+    };
+    let mut s = settings(true);
+    assert_eq!(args(&s).last().map(String::as_str), Some("--journal-stdout"));
+    s.journal_stdout = false;
+    assert!(!args(&s).iter().any(|a| a == "--journal-stdout"));
+}
+
+#[test]
 fn a_pod_carrying_the_injected_annotation_is_left_alone() {
     let mut pod = pod_json("does-not-exist");
     pod["metadata"]["annotations"][INJECTED_ANNOTATION] = json!("orders");
@@ -540,6 +556,10 @@ fn refusals() {
     assert_eq!(
         with(&|p| p["spec"]["shareProcessNamespace"] = json!(true)),
         Refusal::SharedProcessNamespace
+    );
+    assert_eq!(
+        with(&|p| p["spec"]["hostPID"] = json!(true)),
+        Refusal::HostPid
     );
     assert_eq!(
         with(&|p| p["spec"]["hostNetwork"] = json!(true)),
@@ -686,6 +706,7 @@ fn pods_cannot_project_a_token_for_dbward_themselves() {
 fn refusal_messages_say_what_to_do() {
     let msg = |r: Refusal| r.to_string();
     assert!(msg(Refusal::SharedProcessNamespace).contains("remove shareProcessNamespace"));
+    assert!(msg(Refusal::HostPid).contains("without hostPID"));
     let unknown = msg(refusal(&pod_json("ordres,payment")));
     assert!(
         unknown.starts_with(
