@@ -179,7 +179,8 @@ fn check_orders_pod(pod: &Pod, native: bool, control_url: &str, ca_pem: &str) {
             control_url,
             "--connections",
             "orders",
-            "--journal-stdout"
+            "--journal-stdout",
+            "--admin=0.0.0.0:9476"
         ],
         "the sidecar's args"
     );

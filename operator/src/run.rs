@@ -19,7 +19,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::{
-    admission::{ApprovalContext, InjectSettings, spec::DEFAULT_SIDECAR_UID, supports_native_sidecars},
+    admission::{
+        ApprovalContext, DEFAULT_ADMIN_PORT, InjectSettings, spec::DEFAULT_SIDECAR_UID,
+        supports_native_sidecars,
+    },
     certs, control, leader, reconcile, serve,
     webhook::{self, WebhookState},
 };
@@ -64,6 +67,10 @@ pub struct Args {
     /// keeps it on the volume only.
     #[arg(long, env = "DBWARD_SIDECAR_JOURNAL_STDOUT", default_value_t = true, action = clap::ArgAction::Set)]
     pub sidecar_journal_stdout: bool,
+    /// The injected sidecar's admin port on the pod's IP: its startup and readiness probes (`/readyz`)
+    /// and Prometheus `/metrics`. 0 for none (then no probes either).
+    #[arg(long, env = "DBWARD_SIDECAR_ADMIN_PORT", default_value_t = DEFAULT_ADMIN_PORT)]
+    pub sidecar_admin_port: u16,
     /// Where the webhook server listens.
     #[arg(long, default_value = "0.0.0.0:9443")]
     pub webhook_addr: SocketAddr,
@@ -155,6 +162,7 @@ pub async fn run(args: Args) -> Result<()> {
     settings.image_pull_policy = args.sidecar_image_pull_policy.clone();
     settings.sidecar_uid = args.sidecar_uid;
     settings.journal_stdout = args.sidecar_journal_stdout;
+    settings.admin_port = (args.sidecar_admin_port != 0).then_some(args.sidecar_admin_port);
     if let Some(url) = &args.control_url {
         settings.control_url = url.clone();
     }

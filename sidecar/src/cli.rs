@@ -131,6 +131,10 @@ pub struct RunArgs {
     /// --approval-retention); approvals stay at least as long as a grant window may still use them.
     #[arg(long, env = "DBWARD_APPROVAL_RETENTION", default_value = "24h", value_parser = duration)]
     pub approval_retention: Duration,
+    /// Serve `/healthz`, `/readyz` and `/metrics` (Prometheus) over plain HTTP at this address, e.g.
+    /// `127.0.0.1:9476`, or `0.0.0.0:9476` for the kubelet's probes and a scraper. Off when unset.
+    #[arg(long, env = "DBWARD_ADMIN", value_name = "ADDR")]
+    pub admin: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub journal: journal::JournalArgs,
 }
@@ -183,6 +187,18 @@ pub async fn run(args: RunArgs) -> Result<()> {
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(signals(shutdown.clone()));
+    // The admin port answers /healthz at once; /readyz once the listeners are bound.
+    let admin_journal = Arc::new(std::sync::OnceLock::new());
+    if let Some(addr) = args.admin {
+        let listener = crate::admin::bind(addr)
+            .await
+            .with_context(|| format!("--admin {addr}: cannot listen"))?;
+        tokio::spawn(crate::admin::serve(
+            listener,
+            admin_journal.clone(),
+            shutdown.clone(),
+        ));
+    }
     let (proxy, follow) = match (&args.config, &args.operator) {
         (Some(path), _) => {
             let cfg = config::load_file(path)?;
@@ -277,6 +293,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
     }
     info!(startup_ms = started.elapsed().as_secs_f64() * 1000.0, "ready");
     let journal = proxy.journal();
+    if let Some(j) = &journal {
+        let _ = admin_journal.set(j.clone());
+    }
+    crate::admin::metrics().set_ready(true);
     proxy.run(shutdown).await;
     follow.abort();
     if let Some(j) = journal {

@@ -2,6 +2,7 @@
 //! caller, and gives the policy engine a place to look at every statement and every result row.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod admin;
 pub mod approval;
 pub mod auth;
 pub mod catalog;

@@ -375,3 +375,53 @@ async fn changed_connection_settings_serve_new_sessions_and_open_ones_keep_their
     let back = connect(&s.conn()).await.unwrap();
     assert_eq!(current_user(&back).await, "dbward_rotated");
 }
+
+/// A plain HTTP/1.1 GET; the status code and the body.
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: sidecar\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test]
+async fn the_admin_port_serves_health_readiness_and_counters() {
+    let admin = free_port();
+    let s = Sidecar::start(&["--admin", &format!("127.0.0.1:{admin}")]);
+    assert_eq!(http_get(admin, "/healthz"), (200, "ok\n".to_owned()));
+    assert_eq!(http_get(admin, "/readyz"), (200, "ready\n".to_owned()));
+    assert_eq!(http_get(admin, "/nothing").0, 404);
+
+    let c = connect(&s.conn()).await.unwrap();
+    c.simple_query("select 1").await.unwrap();
+    let e = c.simple_query("truncate customers").await.unwrap_err();
+    assert_eq!(code(&e).as_deref(), Some("42501"), "{e}");
+    drop(c);
+    let (status, metrics) = http_get(admin, "/metrics");
+    assert_eq!(status, 200);
+    let value = |series: &str| -> i64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
+    };
+    assert_eq!(
+        value("dbward_sidecar_sessions_total{connection=\"orders\",outcome=\"started\"}"),
+        1
+    );
+    assert_eq!(value("dbward_sidecar_statements_total{decision=\"deny\"}"), 1);
+    assert!(value("dbward_sidecar_statements_total{decision=\"allow\"}") >= 1);
+    assert_eq!(value("dbward_sidecar_journal_healthy"), 1);
+    assert!(!metrics.contains("truncate"), "no statement text in the metrics");
+}

@@ -97,7 +97,13 @@ pub struct InjectSettings {
     /// default): the journal volume is an `emptyDir` and goes with the pod, stdout reaches the cluster's
     /// log collectors.
     pub journal_stdout: bool,
+    /// The sidecar's admin port on the pod's IP (`--sidecar-admin-port`, [`DEFAULT_ADMIN_PORT`]): its
+    /// startup and readiness probes and `/metrics`. `None` for none.
+    pub admin_port: Option<u16>,
 }
+
+/// The sidecar's admin port unless `--sidecar-admin-port` says otherwise.
+pub const DEFAULT_ADMIN_PORT: u16 = 9476;
 
 impl InjectSettings {
     /// Settings for an operator in `operator_namespace`, its control API at the `dbward-operator`
@@ -119,6 +125,7 @@ impl InjectSettings {
             image_pull_policy: None,
             sidecar_uid: DEFAULT_SIDECAR_UID,
             journal_stdout: true,
+            admin_port: Some(DEFAULT_ADMIN_PORT),
         }
     }
 
@@ -165,6 +172,17 @@ pub enum Refusal {
          hostNetwork, or remove the {INJECT_ANNOTATION} annotation"
     )]
     HostNetwork,
+    /// A container declares the port the sidecar's admin server listens on.
+    #[error(
+        "container {container:?} declares port {port}, which the dbward sidecar's admin server (probes and \
+         metrics) listens on: use another port, or have the operator use another with --sidecar-admin-port"
+    )]
+    AdminPortInUse {
+        /// The container.
+        container: String,
+        /// The port.
+        port: u16,
+    },
     /// The annotation names nothing.
     #[error(
         "annotation {INJECT_ANNOTATION} is empty: list the DatabaseConnections the pod uses, e.g. \
@@ -345,6 +363,7 @@ fn plan(pod: &Pod, ctx: &InjectContext<'_>) -> Result<Option<Injection>, Refusal
     let names = parse_inject_annotation(value)?;
     let spec = pod.spec.as_ref().ok_or(Refusal::NoSpec)?;
     check_pod(spec)?;
+    check_admin_port(spec, ctx.settings.admin_port)?;
     let connections = resolve(&names, ctx.connections)?;
     let egress_lock = connections.iter().any(|c| c.egress_lock);
     if egress_lock {
@@ -368,6 +387,28 @@ fn check_pod(spec: &PodSpec) -> Result<(), Refusal> {
     check_names(spec)?;
     check_mounts(spec)?;
     check_token_projections(spec)
+}
+
+/// Refuse a pod whose containers declare the port the sidecar's admin server takes.
+fn check_admin_port(spec: &PodSpec, admin_port: Option<u16>) -> Result<(), Refusal> {
+    let Some(port) = admin_port else { return Ok(()) };
+    let all = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten());
+    for c in all {
+        if c.ports
+            .iter()
+            .flatten()
+            .any(|p| p.container_port == i32::from(port))
+        {
+            return Err(Refusal::AdminPortInUse {
+                container: c.name.clone(),
+                port,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Refuse a pod that asks the kubelet for a token of dbward's audience itself.
@@ -520,18 +561,7 @@ fn build_patch(
             add_pg_env(&mut patch, "initContainers", init, &wanted);
         }
     }
-    let mut sidecar = spec::sidecar_container(
-        &settings.sidecar_image,
-        settings.sidecar_uid,
-        settings.sidecar_resources.as_ref(),
-        &settings.control_url,
-        settings.operator_ca.as_deref(),
-        &joined,
-        settings.native_sidecars,
-        settings.journal_stdout,
-    );
-    sidecar.image_pull_policy = settings.image_pull_policy.clone();
-    let sidecar = to_json(&sidecar);
+    let sidecar = to_json(&spec::sidecar_container(settings, &joined));
     let mut init = Vec::new();
     let allow = egress_allow_list(connections);
     if !allow.is_empty() {

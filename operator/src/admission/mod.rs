@@ -26,8 +26,8 @@ pub use approval::{
     ApprovalContext, ApprovalRefusal, check_status_update, review_approval_status, service_account_username,
 };
 pub use inject::{
-    ConnectionTarget, InjectContext, InjectSettings, PodAdmission, Refusal, admit_pod, mutate_pod,
-    pod_namespace, review_pod,
+    ConnectionTarget, DEFAULT_ADMIN_PORT, InjectContext, InjectSettings, PodAdmission, Refusal, admit_pod,
+    mutate_pod, pod_namespace, review_pod,
 };
 pub use spec::control_api_url;
 pub use version::supports_native_sidecars;

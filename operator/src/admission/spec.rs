@@ -4,14 +4,20 @@
 //! The other parts of the system (the sidecar, the chart, the reconciler that reports pods without their
 //! sidecar) rely on these exact values, so they live in one place.
 //!
-//! The sidecar's uid is the one value an operator of the cluster may choose (`--sidecar-uid`, default
-//! [`DEFAULT_SIDECAR_UID`]); the builders below take it as an argument.
+//! What an operator of the cluster may choose (the sidecar's uid, `--sidecar-uid`, default
+//! [`DEFAULT_SIDECAR_UID`]; its admin port; whether its journal goes to stdout) comes in
+//! [`InjectSettings`].
 
-use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector,
-    ProjectedVolumeSource, ResourceRequirements, SeccompProfile, SecurityContext,
-    ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
+use k8s_openapi::{
+    api::core::v1::{
+        Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
+        ObjectFieldSelector, Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile,
+        SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
+    },
+    apimachinery::pkg::util::intstr::IntOrString,
 };
+
+use super::InjectSettings;
 
 /// The namespace label that opts a namespace in to injection (the webhook's namespaceSelector).
 pub const INJECTION_LABEL: &str = "dbward.dev/injection";
@@ -67,22 +73,13 @@ pub fn control_api_url(operator_namespace: &str) -> String {
 /// The sidecar container. As a native sidecar (`native`) it carries `restartPolicy: Always` and goes
 /// first among the init containers, so that it is up before the pod's own init containers and app
 /// containers start, and is stopped after them.
-pub(crate) fn sidecar_container(
-    image: &str,
-    uid: i64,
-    resources: Option<&ResourceRequirements>,
-    control_url: &str,
-    operator_ca: Option<&str>,
-    connections: &str,
-    native: bool,
-    journal_stdout: bool,
-) -> Container {
+pub(crate) fn sidecar_container(settings: &InjectSettings, connections: &str) -> Container {
     let mut env = vec![
         field_env("POD_NAME", "metadata.name"),
         field_env("POD_NAMESPACE", "metadata.namespace"),
         field_env("POD_UID", "metadata.uid"),
     ];
-    if let Some(ca) = operator_ca {
+    if let Some(ca) = settings.operator_ca.as_deref() {
         env.push(EnvVar {
             name: OPERATOR_CA_ENV.to_owned(),
             value: Some(ca.to_owned()),
@@ -91,18 +88,42 @@ pub(crate) fn sidecar_container(
     }
     Container {
         name: SIDECAR_CONTAINER.to_owned(),
-        image: Some(image.to_owned()),
+        image: Some(settings.sidecar_image.clone()),
         args: Some({
-            let mut args = strings(["run", "--operator", control_url, "--connections", connections]);
-            if journal_stdout {
+            let mut args = strings([
+                "run",
+                "--operator",
+                &settings.control_url,
+                "--connections",
+                connections,
+            ]);
+            if settings.journal_stdout {
                 args.push("--journal-stdout".to_owned());
+            }
+            if let Some(port) = settings.admin_port {
+                args.push(format!("--admin=0.0.0.0:{port}"));
             }
             args
         }),
         env: Some(env),
-        resources: resources.cloned(),
-        restart_policy: native.then(|| "Always".to_owned()),
-        security_context: Some(sidecar_security_context(uid)),
+        resources: settings.sidecar_resources.clone(),
+        restart_policy: settings.native_sidecars.then(|| "Always".to_owned()),
+        security_context: Some(sidecar_security_context(settings.sidecar_uid)),
+        image_pull_policy: settings.image_pull_policy.clone(),
+        ports: settings.admin_port.map(|port| {
+            vec![ContainerPort {
+                name: Some(ADMIN_PORT_NAME.to_owned()),
+                container_port: i32::from(port),
+                protocol: Some("TCP".to_owned()),
+                ..ContainerPort::default()
+            }]
+        }),
+        // With a native sidecar the kubelet starts the app containers only once this probe passes, so
+        // an app never meets a sidecar still waiting for its configuration.
+        startup_probe: settings
+            .admin_port
+            .map(|_| probe("/readyz", 1, STARTUP_PROBE_FAILURES)),
+        readiness_probe: settings.admin_port.map(|_| probe("/readyz", 5, 3)),
         volume_mounts: Some(vec![
             VolumeMount {
                 name: TOKEN_VOLUME.to_owned(),
@@ -117,6 +138,29 @@ pub(crate) fn sidecar_container(
             },
         ]),
         ..Container::default()
+    }
+}
+
+/// Name of the sidecar's admin port (`/healthz`, `/readyz`, `/metrics`).
+pub const ADMIN_PORT_NAME: &str = "dbward-admin";
+
+/// How many one-second startup probes the sidecar gets to receive its first configuration (5 minutes)
+/// before the kubelet restarts it.
+const STARTUP_PROBE_FAILURES: i32 = 300;
+
+/// An HTTP GET probe of the admin port.
+fn probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::String(ADMIN_PORT_NAME.to_owned()),
+            scheme: Some("HTTP".to_owned()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period_seconds),
+        failure_threshold: Some(failure_threshold),
+        timeout_seconds: Some(1),
+        ..Probe::default()
     }
 }
 

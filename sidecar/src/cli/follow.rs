@@ -41,6 +41,10 @@ impl Live {
         let policies = policies?;
         let contexts = config::runtime::contexts(cfg, &self.opts, env)?;
         self.store.replace(policies);
+        crate::admin::metrics()
+            .reloads
+            .with_label_values(&["applied"])
+            .inc();
         for change in self.slots.update(&contexts) {
             change.log();
         }
@@ -101,6 +105,10 @@ pub(super) async fn follow_file(path: PathBuf, live: Live) {
                 path.display()
             ),
             Err(e) => {
+                crate::admin::metrics()
+                    .reloads
+                    .with_label_values(&["rejected"])
+                    .inc();
                 error!(error = %e, "the changed config was not applied; the configuration in force stays")
             }
         }
@@ -166,6 +174,10 @@ pub(super) async fn follow_operator(
                 locked = now;
             }
             Err(e) => {
+                crate::admin::metrics()
+                    .reloads
+                    .with_label_values(&["rejected"])
+                    .inc();
                 error!(error = %e, "the operator's new configuration is not valid; the configuration in force stays")
             }
         }

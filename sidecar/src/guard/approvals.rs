@@ -270,6 +270,18 @@ impl SessionApprovals {
 
     fn outcome(&mut self, ended: Ended, held: &Held<'_>) -> Hold {
         self.note = ended.note();
+        let outcome = match &ended {
+            Ended::Approved { .. } => "approved",
+            Ended::Denied { .. } => "denied",
+            Ended::Expired { .. } => "expired",
+            Ended::Cancelled { .. } => "cancelled",
+            Ended::Asked { .. } => "asked",
+            Ended::Failed(_) => "failed",
+        };
+        crate::admin::metrics()
+            .approvals
+            .with_label_values(&[outcome])
+            .inc();
         let refuse = |code, message| Hold::Refuse { code, message };
         match ended {
             Ended::Approved { name, .. } => {

@@ -84,10 +84,10 @@ impl GuardStatements {
         })
     }
 
-    /// Records a statement the guard let through or refused (a held one once its wait is over).
+    /// Records a statement the guard let through or refused (a held one once its wait is over), and
+    /// counts it.
     pub(super) fn record(&mut self, statement: &Statement<'_>, verdict: &Verdict) {
         self.recorded = None;
-        let Some(log) = self.log.as_deref() else { return };
         let refusal = match verdict {
             Verdict::Wait(_) => return,
             Verdict::Deny { code, message } => Some(ErrorNote { code, message }),
@@ -116,14 +116,19 @@ impl GuardStatements {
             }
             Statement::Parse { .. } | Statement::Bind { .. } => return,
         };
-        let seq = log.next_seq();
+        let metrics = crate::admin::metrics();
         let decision = if self.judged.held {
+            metrics.held.inc();
             "requireApproval"
         } else if refusal.is_some() {
+            metrics.denied.inc();
             "deny"
         } else {
+            metrics.allowed.inc();
             "allow"
         };
+        let Some(log) = self.log.as_deref() else { return };
+        let seq = log.next_seq();
         let (text, text_bytes) = event::cut_text(text);
         let judged = &self.judged;
         let written = log.record(|buf| {

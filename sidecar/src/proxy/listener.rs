@@ -142,11 +142,13 @@ impl Proxy {
                             // The settings in force now; a reload changes them for later sessions.
                             let Some(conn) = slots.current(&name) else {
                                 info!(connection = %name, %peer, "connection removed from the configuration: session refused");
+                                crate::admin::count_session(&name, "refused");
                                 sessions.spawn(refuse_early(tcp, "08004", format!("dbward: connection \"{name}\" is no longer in this sidecar's configuration")));
                                 continue;
                             };
                             let Ok(permit) = limit.clone().try_acquire_owned() else {
                                 warn!(connection = %name, %peer, "session limit reached: connection refused");
+                                crate::admin::count_session(&name, "refused");
                                 sessions.spawn(refuse_early(tcp, "53300", "sorry, too many clients already (dbward sidecar session limit)".into()));
                                 continue;
                             };

@@ -123,6 +123,7 @@ pub async fn serve(
                 refuse(&mut c, &refusal).await;
             }
             info!(connection = %conn.name, %peer, code = refusal.code, reason = %refusal.message, "session refused");
+            crate::admin::count_session(&conn.name, "refused");
             journal_refusal(shared.journal.as_deref(), &conn.name, peer, uid, None, &refusal);
             return;
         }
@@ -182,11 +183,14 @@ pub async fn serve(
                 format!("dbward: the session journal cannot be written, so sessions are refused: {e}"),
             );
             warn!(connection = %conn.name, caller = %identity, error = %e, "session refused: the journal cannot be written");
+            crate::admin::count_session(&conn.name, "refused");
             refuse(&mut client, &refusal).await;
             return;
         }
     }
     info!(connection = %conn.name, caller = %identity, application_name = %application_name, session = log.as_ref().map_or("", |l| l.id()), "session started");
+    crate::admin::count_session(&conn.name, "started");
+    let _open = crate::admin::OpenSession::new();
     let signals = SessionSignals::default();
     let key = shared.cancels.register(CancelTarget {
         upstream: conn.upstream.clone(),
@@ -489,6 +493,10 @@ async fn login(
     let params: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let upstream = upstream::connect(&conn.upstream, &params).await.map_err(|e| {
         warn!(connection = %conn.name, error = %e, "upstream session failed");
+        crate::admin::metrics()
+            .upstream_failures
+            .with_label_values(&[&conn.name])
+            .inc();
         let r = Refusal::new(leak_code(e.sqlstate()), format!("dbward: connection \"{}\": {e}", conn.name));
         match e {
             upstream::UpstreamError::Connect { .. } | upstream::UpstreamError::Timeout { .. } => {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::{
     api::core::v1::{Container, EnvVar, Pod, ResourceRequirements},
-    apimachinery::pkg::api::resource::Quantity,
+    apimachinery::pkg::{api::resource::Quantity, util::intstr::IntOrString},
 };
 use serde_json::{Value, json};
 
@@ -148,7 +148,8 @@ fn native_sidecar_is_the_first_init_container_after_the_egress_lock() {
             "https://dbward-operator.dbward-system.svc:8443",
             "--connections",
             "orders",
-            "--journal-stdout"
+            "--journal-stdout",
+            "--admin=0.0.0.0:9476"
         ]
     );
 }
@@ -407,9 +408,56 @@ fn the_sidecar_copies_its_journal_to_stdout_unless_told_not_to() {
             .unwrap()
     };
     let mut s = settings(true);
-    assert_eq!(args(&s).last().map(String::as_str), Some("--journal-stdout"));
+    assert!(args(&s).iter().any(|a| a == "--journal-stdout"));
     s.journal_stdout = false;
     assert!(!args(&s).iter().any(|a| a == "--journal-stdout"));
+}
+
+#[test]
+fn the_sidecar_is_probed_on_its_admin_port_which_apps_may_not_take() {
+    for native in [true, false] {
+        let pod = inject(&pod_json("orders"), native);
+        let sidecar = if native {
+            find(init_containers(&pod), SIDECAR_CONTAINER)
+        } else {
+            find(containers(&pod), SIDECAR_CONTAINER)
+        };
+        let ports = sidecar.ports.as_deref().unwrap();
+        assert_eq!(ports.len(), 1);
+        assert_eq!(ports[0].container_port, 9476);
+        assert_eq!(ports[0].name.as_deref(), Some("dbward-admin"));
+        for probe in [&sidecar.startup_probe, &sidecar.readiness_probe] {
+            let get = probe.as_ref().unwrap().http_get.as_ref().unwrap();
+            assert_eq!(get.path.as_deref(), Some("/readyz"));
+            assert_eq!(get.port, IntOrString::String("dbward-admin".into()));
+        }
+        assert!(
+            sidecar.liveness_probe.is_none(),
+            "a sidecar waiting for the operator is not restarted"
+        );
+    }
+    let mut pod = pod_json("orders");
+    pod["spec"]["containers"][0]["ports"] = json!([{"containerPort": 9476}]);
+    assert_eq!(
+        refusal(&pod),
+        Refusal::AdminPortInUse {
+            container: "app".into(),
+            port: 9476
+        }
+    );
+    let mut off = settings(true);
+    off.admin_port = None;
+    let pod = inject_with(&pod, &off, &connections()).unwrap();
+    let sidecar = find(init_containers(&pod), SIDECAR_CONTAINER);
+    assert!(sidecar.ports.is_none() && sidecar.startup_probe.is_none() && sidecar.readiness_probe.is_none());
+    assert!(
+        !sidecar
+            .args
+            .as_deref()
+            .unwrap()
+            .iter()
+            .any(|a| a.starts_with("--admin"))
+    );
 }
 
 #[test]
@@ -557,10 +605,7 @@ fn refusals() {
         with(&|p| p["spec"]["shareProcessNamespace"] = json!(true)),
         Refusal::SharedProcessNamespace
     );
-    assert_eq!(
-        with(&|p| p["spec"]["hostPID"] = json!(true)),
-        Refusal::HostPid
-    );
+    assert_eq!(with(&|p| p["spec"]["hostPID"] = json!(true)), Refusal::HostPid);
     assert_eq!(
         with(&|p| p["spec"]["hostNetwork"] = json!(true)),
         Refusal::HostNetwork
