@@ -210,7 +210,8 @@ pub struct DatabaseConnectionStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// The server's `server_version`, as reported at the last successful check.
+    /// The server's `server_version` as the dbward sidecars last saw it when logging in (they report it
+    /// to the operator). Empty until a sidecar has logged in to the database.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_version: Option<String>,
 }

@@ -11,6 +11,7 @@
 //! | `GET /v1/approvals/NAME[?waitSeconds=N]` | – | 200 [`ApprovalState`], once final or after the wait |
 //! | `POST /v1/approvals/NAME/expire` | [`ApprovalExpire`] | 200 [`ApprovalState`] |
 //! | `POST /v1/grants` | [`GrantTake`] | 200 [`GrantTaken`] |
+//! | `POST /v1/server-version` | [`ServerVersionReport`] | 204, once `status.serverVersion` says it |
 //!
 //! Errors are `{"error": "..."}` ([`ApiError`]) with 400 (bad request), 401 (no or bad token), 403 (the
 //! pod may not), 404, 409, 503 (the operator is not ready, e.g. its caches are still loading).
@@ -19,7 +20,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{AccessPolicySpec, ApprovalPhase, DatabaseConnectionSpec, Document};
+use crate::{
+    AccessPolicySpec, ApprovalPhase, DatabaseConnectionSpec, Document,
+    validate::{Errors, FieldError},
+};
 
 /// The audience of the projected token a sidecar presents.
 pub const TOKEN_AUDIENCE: &str = "dbward.dev";
@@ -29,6 +33,8 @@ pub const MAX_WAIT_SECONDS: u64 = 60;
 pub const MAX_REQUEST_BODY: usize = 256 * 1024;
 /// The largest response body a sidecar reads (a configuration with many policies).
 pub const MAX_RESPONSE_BODY: usize = 8 * 1024 * 1024;
+/// The longest `serverVersion` a sidecar may report, in bytes (PostgreSQL's are a few dozen).
+pub const MAX_SERVER_VERSION_BYTES: usize = 256;
 
 /// Who the operator verified the caller to be: from the TokenReview, checked against the pod.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,9 +180,120 @@ pub struct GrantTaken {
     pub name: Option<String>,
 }
 
+/// `POST /v1/server-version`: the `server_version` a PostgreSQL server announced (ParameterStatus) when
+/// the sidecar logged in to it for `connection`. The operator writes it into the connection's
+/// `status.serverVersion`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerVersionReport {
+    /// The DatabaseConnection logged in to; one of the pod's.
+    pub connection: String,
+    /// The server's `server_version`, as sent, e.g. `16.4 (Debian 16.4-1.pgdg120+1)`.
+    pub server_version: String,
+}
+
+impl ServerVersionReport {
+    /// Refuses an empty connection name or version, a version longer than [`MAX_SERVER_VERSION_BYTES`],
+    /// and one holding control characters (it is shown by `kubectl`). Messages never quote the version.
+    pub fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let mut e = Errors::default();
+        e.object_name("connection", &self.connection);
+        let version = &self.server_version;
+        if version.trim().is_empty() {
+            e.push(
+                "serverVersion",
+                "must not be empty: send the server_version the server announced at login",
+            );
+        }
+        if version.len() > MAX_SERVER_VERSION_BYTES {
+            e.push(
+                "serverVersion",
+                format!(
+                    "is {} bytes long; at most {MAX_SERVER_VERSION_BYTES} are accepted",
+                    version.len()
+                ),
+            );
+        }
+        if let Some((at, c)) = version.char_indices().find(|(_, c)| c.is_control()) {
+            e.push(
+                "serverVersion",
+                format!(
+                    "holds the control character U+{:04X} at byte {at}: a version must be printable text",
+                    u32::from(c)
+                ),
+            );
+        }
+        e.finish()
+    }
+}
+
 /// Every error answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {
     /// What went wrong, for a person.
     pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(connection: &str, server_version: &str) -> ServerVersionReport {
+        ServerVersionReport {
+            connection: connection.into(),
+            server_version: server_version.into(),
+        }
+    }
+
+    #[test]
+    fn server_version_reports_are_camel_case_json() {
+        let json = serde_json::to_value(report("orders", "16.4")).expect("serializes");
+        assert_eq!(
+            json,
+            serde_json::json!({"connection": "orders", "serverVersion": "16.4"})
+        );
+    }
+
+    #[test]
+    fn server_version_reports_refuse_what_kubectl_should_not_show() {
+        let longest = "9".repeat(MAX_SERVER_VERSION_BYTES);
+        let too_long = "9".repeat(MAX_SERVER_VERSION_BYTES + 1);
+        let cases: [(&str, &str, &[&str]); 9] = [
+            ("orders", "16.4 (Debian 16.4-1.pgdg120+1)", &[]),
+            ("orders", "17devel", &[]),
+            ("orders", &longest, &[]),
+            ("orders", "", &["serverVersion: must not be empty"]),
+            ("orders", "   ", &["serverVersion: must not be empty"]),
+            (
+                "orders",
+                &too_long,
+                &["serverVersion: is 257 bytes long; at most 256 are accepted"],
+            ),
+            (
+                "orders",
+                "16.4\nevil: true",
+                &["serverVersion: holds the control character U+000A at byte 4"],
+            ),
+            (
+                "orders",
+                "16.4\u{1b}[31m",
+                &["serverVersion: holds the control character U+001B at byte 4"],
+            ),
+            ("", "16.4", &["connection: must not be empty"]),
+        ];
+        for (connection, version, want) in cases {
+            let got: Vec<String> = match report(connection, version).validate() {
+                Ok(()) => Vec::new(),
+                Err(errors) => errors.iter().map(ToString::to_string).collect(),
+            };
+            assert_eq!(got.len(), want.len(), "{connection:?} {version:?}: {got:?}");
+            for (got, want) in got.iter().zip(want) {
+                assert!(got.starts_with(want), "{connection:?} {version:?}: {got}");
+            }
+        }
+        let errors = report("Orders_1", "x")
+            .validate()
+            .expect_err("not an object name");
+        assert_eq!(errors[0].field, "connection");
+    }
 }

@@ -3,7 +3,8 @@
 //! Pod) and hands it to a sidecar process it runs here, in front of a real PostgreSQL. Through the
 //! operator's control API that sidecar gets its connection, credential and policies; it masks, denies,
 //! follows a policy edit, and holds a `DELETE` until `kubectl patch --subresource=status` approves its
-//! ApprovalRequest. The reconcilers' status conditions are checked along the way.
+//! ApprovalRequest. The reconcilers' status conditions, and the server version the sidecar reports, are
+//! checked along the way.
 //!
 //! `approvals` is one test function, so that its steps share one operator (see e2e/README.md).
 
@@ -485,6 +486,29 @@ async fn approvals() {
     )
     .await;
     say!("approvals: policy and connection conditions written by the operator");
+
+    // The version the sidecar's login saw, reported through the control API (the operator never logs in).
+    let version = pg
+        .psql("show server_version")
+        .unwrap_or_else(|e| panic!("cannot read the server's version: {e}"));
+    let reported = until(
+        "DatabaseConnection orders to show status.serverVersion, reported by the sidecar after its login",
+        Duration::from_secs(30),
+        POLL,
+        move || async move {
+            let c = api.get("orders").await.map_err(|e| e.to_string())?;
+            c.status
+                .and_then(|s| s.server_version)
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| "status.serverVersion is empty: no sidecar has reported a login".to_owned())
+        },
+    )
+    .await;
+    assert_eq!(
+        reported, version,
+        "status.serverVersion is not the server's server_version"
+    );
+    say!("approvals: status.serverVersion {reported:?}, as the sidecar saw it at login");
 
     sidecar.assert_running();
     env.assert_operator_running();

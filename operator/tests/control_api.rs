@@ -372,3 +372,160 @@ async fn a_grant_is_taken_once_and_only_by_its_caller() {
     expired_window.window_seconds = 0;
     assert_eq!(client.take_grant(&expired_window).await.unwrap(), None);
 }
+
+/// The status patches the fake API server received: (path and query, body).
+fn status_patches(bed: &support::bed::Bed) -> Vec<(String, serde_json::Value)> {
+    bed.world.lock().unwrap().status_patches.clone()
+}
+
+/// What the DatabaseConnection watch delivers after a write: the object as the API server has it.
+fn mirror_connection(bed: &mut support::bed::Bed, name: &str) {
+    let obj = bed.world.lock().unwrap().connections[&(NS.to_owned(), name.to_owned())].clone();
+    let typed: dbward_crds::DatabaseConnection = serde_json::from_value(obj).unwrap();
+    bed.conn_writer.apply_watcher_event(&watcher::Event::Apply(typed));
+}
+
+const VERSION: &str = "16.4 (Debian 16.4-1.pgdg120+1)";
+
+#[tokio::test]
+async fn a_reported_server_version_is_applied_once_under_its_own_field_manager() {
+    let mut bed = bed().await;
+    let client = bed.web();
+    client.report_server_version("orders", VERSION).await.unwrap();
+    let patches = status_patches(&bed);
+    assert_eq!(patches.len(), 1, "{patches:?}");
+    let (at, body) = &patches[0];
+    let (path, query) = at.split_once('?').unwrap();
+    assert_eq!(
+        path,
+        "/apis/dbward.dev/v1alpha1/namespaces/shop/databaseconnections/orders/status"
+    );
+    let query: Vec<&str> = query.split('&').collect();
+    assert!(query.contains(&"force=true"), "{query:?}");
+    assert!(
+        query.contains(&"fieldManager=dbward-operator%2Fserver-version"),
+        "{query:?}"
+    );
+    assert_eq!(
+        dbward_operator::reconcile::SERVER_VERSION_FIELD_MANAGER,
+        "dbward-operator/server-version"
+    );
+    // Only the version: no conditions or generation to take from the reconciler's manager.
+    assert_eq!(
+        *body,
+        serde_json::json!({
+            "apiVersion": "dbward.dev/v1alpha1", "kind": "DatabaseConnection",
+            "status": {"serverVersion": VERSION},
+        })
+    );
+
+    // Once the cache shows it, the same report from every sidecar writes nothing.
+    mirror_connection(&mut bed, "orders");
+    let batch = bed.client(
+        &bed.issuer
+            .token(NS, "batch", Some(("batch-1", "uid-batch")), "dbward.dev", 600),
+    );
+    for c in [&client, &batch, &client] {
+        c.report_server_version("orders", VERSION).await.unwrap();
+    }
+    assert_eq!(status_patches(&bed).len(), 1, "a known version was written again");
+
+    // The database is upgraded: the new version is written.
+    client.report_server_version("orders", "17.2").await.unwrap();
+    let patches = status_patches(&bed);
+    assert_eq!(patches.len(), 2, "{patches:?}");
+    assert_eq!(
+        patches[1].1["status"],
+        serde_json::json!({"serverVersion": "17.2"})
+    );
+}
+
+#[tokio::test]
+async fn server_version_reports_are_refused_for_other_connections_and_bad_versions() {
+    let bed = bed().await;
+    let client = bed.web();
+    // Not injected for the connection (it exists in the namespace): 403.
+    let (status, message) = refused(
+        client
+            .report_server_version("analytics", VERSION)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(status, StatusCode::FORBIDDEN, "{message}");
+    assert!(message.contains("\"analytics\""), "{message}");
+    // A token that proves no pod: 401, as for every call.
+    let unbound = bed.client(&bed.issuer.token(NS, "web", None, "dbward.dev", 600));
+    let (status, message) = refused(
+        unbound
+            .report_server_version("orders", VERSION)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{message}");
+    // Versions that are not one: 400, saying why.
+    let too_long = "9".repeat(dbward_crds::wire::MAX_SERVER_VERSION_BYTES + 1);
+    let cases = [
+        ("", "serverVersion: must not be empty"),
+        (" ", "serverVersion: must not be empty"),
+        (too_long.as_str(), "serverVersion: is 257 bytes long; at most 256"),
+        (
+            "16.4\r\nX-Evil: 1",
+            "serverVersion: holds the control character U+000D at byte 4",
+        ),
+    ];
+    for (version, want) in cases {
+        let e = client.report_server_version("orders", version).await.unwrap_err();
+        assert!(!e.is_transient(), "{e}");
+        let (status, message) = refused(e);
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{version:?}: {message}");
+        assert!(message.contains(want), "{version:?}: {message}");
+    }
+    // Injected for a connection that does not exist: 404.
+    let gone = pod("web-2", "uid-web-2", "web", "orders,gone");
+    bed.world
+        .lock()
+        .unwrap()
+        .pods
+        .insert((NS.into(), "web-2".into()), gone);
+    let web2 = bed.client(
+        &bed.issuer
+            .token(NS, "web", Some(("web-2", "uid-web-2")), "dbward.dev", 600),
+    );
+    let (status, message) = refused(web2.report_server_version("gone", VERSION).await.unwrap_err());
+    assert_eq!(status, StatusCode::NOT_FOUND, "{message}");
+    assert!(
+        message.contains("\"gone\" does not exist in namespace shop"),
+        "{message}"
+    );
+    assert!(status_patches(&bed).is_empty(), "a refused report was written");
+}
+
+#[tokio::test]
+async fn the_sidecars_reporter_posts_each_new_version_in_the_background() {
+    let bed = bed().await;
+    let versions = dbward_sidecar::config::report::ServerVersions::spawn(std::sync::Arc::new(bed.web()));
+    let written = |want: usize| {
+        let world = bed.world.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let patches = world.lock().unwrap().status_patches.clone();
+                if patches.len() >= want {
+                    return patches;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{want} status patch(es) expected within 10 s; got {patches:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    versions.note("orders", VERSION);
+    let patches = written(1).await;
+    assert_eq!(patches[0].1["status"]["serverVersion"], VERSION);
+    versions.note("orders", VERSION);
+    versions.note("orders", "17.2");
+    let patches = written(2).await;
+    assert_eq!(patches[1].1["status"]["serverVersion"], "17.2");
+}

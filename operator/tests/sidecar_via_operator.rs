@@ -1,7 +1,8 @@
 //! The whole path without a cluster: the real sidecar (`run --operator URL --connections orders`) takes
 //! its configuration from the operator's control API (over HTTPS, with a real signed pod token checked
-//! by TokenReview against the fake API server), serves a real PostgreSQL, follows a policy edit, holds a
-//! statement until its ApprovalRequest is approved, and follows a credential rotation.
+//! by TokenReview against the fake API server), serves a real PostgreSQL, reports its server version,
+//! follows a policy edit, holds a statement until its ApprovalRequest is approved, and follows a
+//! credential rotation.
 
 #![allow(clippy::unwrap_used)]
 
@@ -124,6 +125,28 @@ async fn a_sidecar_configured_by_the_operator_enforces_follows_and_holds() {
     let email: String = rows[0].get(1);
     assert_ne!(email, "ann@example.com");
     assert_eq!(rows[0].get::<_, String>(2), "a");
+    // The sidecar told the operator which version the database announced at its login.
+    let version = pg.psql("show server_version").unwrap();
+    let mut reported = None;
+    for _ in 0..100 {
+        reported = bed
+            .world
+            .lock()
+            .unwrap()
+            .status_patches
+            .iter()
+            .find(|(at, _)| at.contains("/databaseconnections/orders/status"))
+            .map(|(_, body)| body["status"]["serverVersion"].clone());
+        if reported.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        reported,
+        Some(serde_json::json!(version)),
+        "the server version reached the connection's status"
+    );
     let insert = format!("insert into public.{table} values (3, 'cy@example.com', 'c')");
     let err = client.execute(&insert, &[]).await.unwrap_err();
     assert_eq!(err.code().unwrap().code(), "42501", "{err}");

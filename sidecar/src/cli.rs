@@ -253,6 +253,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
             proxy_config.shared.journal = args
                 .journal
                 .open(std::path::Path::new(journal::OPERATOR_JOURNAL_DIR))?;
+            // The operator shows each database's version as the connection's status.serverVersion.
+            proxy_config.shared.logins = Some(config::report::ServerVersions::spawn(client.clone()));
             let store = Arc::new(PolicyStore::new(config::runtime::policies_with(
                 &cfg,
                 follow::sa_issuers(&first),

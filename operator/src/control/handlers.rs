@@ -7,6 +7,7 @@ use std::{
 
 use axum::{
     Json, Router,
+    body::Bytes,
     extract::{DefaultBodyLimit, Path, Query, State},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
@@ -33,6 +34,7 @@ use super::{
     approvals::{self as ar, USED_AT_ANNOTATION},
     auth::{AuthError, Caller, check_connections},
     config,
+    server_version::{self as sv, ReportError},
 };
 use crate::reconcile::FIELD_MANAGER;
 
@@ -44,6 +46,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/approvals/{name}", get(get_approval))
         .route("/v1/approvals/{name}/expire", post(expire_approval))
         .route("/v1/grants", post(take_grant))
+        .route("/v1/server-version", post(report_server_version))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY))
         .with_state(state)
 }
@@ -60,6 +63,12 @@ impl IntoResponse for Fail {
 
 impl From<AuthError> for Fail {
     fn from(e: AuthError) -> Self {
+        Fail(e.status(), e.to_string())
+    }
+}
+
+impl From<ReportError> for Fail {
+    fn from(e: ReportError) -> Self {
         Fail(e.status(), e.to_string())
     }
 }
@@ -344,4 +353,18 @@ async fn take_grant(
         }
     }
     Ok(Json(GrantTaken { name: None }))
+}
+
+/// `POST /v1/server-version`: the body is read raw so that a bad one is a 400 with a message, after the
+/// caller is known. 204 once the connection's status shows the version.
+async fn report_server_version(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer<StatusCode> {
+    let caller = caller(&state, &headers).await?;
+    let report = sv::parse(&body)?;
+    check_connections(&caller.identity, &caller.injected, &[report.connection.as_str()])?;
+    sv::record(&state.client, &state.connections, &caller.identity, &report).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

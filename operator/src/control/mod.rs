@@ -1,5 +1,5 @@
 //! The control API (HTTPS, `:8443`, served by every replica): sidecars get their configuration here,
-//! long-poll for changes, and make and follow approval requests. The wire format is
+//! long-poll for changes, make and follow approval requests, and report their database's version. The wire format is
 //! [`dbward_crds::wire`]; every call is authenticated with the pod's projected token
 //! ([`auth::Authenticator`]).
 //!
@@ -11,6 +11,7 @@ pub mod approvals;
 pub mod auth;
 pub mod config;
 mod handlers;
+pub mod server_version;
 mod watch;
 
 use std::{

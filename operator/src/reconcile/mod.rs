@@ -5,7 +5,7 @@
 //!   and PodsWithoutSidecar and `observedGeneration`, so that a connection whose Secret or key is
 //!   missing, or whose database does not accept TCP connections, says so where `kubectl get dbconn`
 //!   shows it, before a sidecar fails on it; and one whose pods run without their sidecar says which and
-//!   why.
+//!   why. (`status.serverVersion` is written by the control API from the sidecars' reports.)
 //! - **AccessPolicy** ([`policy`]), also triggered by DatabaseConnections' metadata: writes Valid,
 //!   Active, Ready, `errors` and `observedGeneration`: an invalid policy grants nothing, a time-boxed
 //!   one switches on and off by itself, and one naming missing connections grants less than it says —
@@ -60,7 +60,7 @@ pub(crate) mod tests;
 pub use context::{CONNECTION_RESYNC, DEFAULT_APPROVAL_RETENTION, PROBE_TIMEOUT, ReconcileContext};
 pub use error::Error;
 pub use metrics::Metrics;
-pub use status::FIELD_MANAGER;
+pub use status::{FIELD_MANAGER, SERVER_VERSION_FIELD_MANAGER};
 
 use context::error_policy;
 

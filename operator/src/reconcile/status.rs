@@ -8,8 +8,13 @@ use kube::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 
-/// The field manager of every write the operator makes (`docs/operator.md`).
+/// The field manager of every write the operator makes (`docs/operator.md`), except
+/// [`SERVER_VERSION_FIELD_MANAGER`]'s.
 pub const FIELD_MANAGER: &str = "dbward-operator";
+/// The field manager of a DatabaseConnection's `status.serverVersion`, written by the control API from
+/// the sidecars' reports. Apart from [`FIELD_MANAGER`] so that the reconciler, which applies the rest of
+/// the status and never sends `serverVersion`, neither removes nor fights over it.
+pub const SERVER_VERSION_FIELD_MANAGER: &str = "dbward-operator/server-version";
 
 /// The conditions to write: `computed`, each keeping the `lastTransitionTime` of the condition of the
 /// same type in `old` when its status did not change ([`condition::set`]). The operator owns the whole
@@ -27,10 +32,25 @@ pub fn merge_conditions(old: &[Condition], computed: Vec<Condition>) -> Vec<Cond
     conditions
 }
 
-/// Server-side apply `status` to the status subresource of `name`, forcing ownership of the fields (the
-/// operator is the only writer of these statuses, except an approver's decision, which it never
-/// overwrites: see `approval`).
+/// Server-side apply `status` to the status subresource of `name` under [`FIELD_MANAGER`], forcing
+/// ownership of the fields (the operator is the only writer of these statuses, except an approver's
+/// decision, which it never overwrites: see `approval`).
 pub async fn apply_status<K, S>(api: &Api<K>, name: &str, status: &S) -> Result<K, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    S: Serialize,
+{
+    apply_status_as(api, name, status, FIELD_MANAGER).await
+}
+
+/// [`apply_status`] under the field manager `manager`. Fields the status leaves out (`None`, skipped in
+/// serialization) stay as they are when another manager owns them.
+pub async fn apply_status_as<K, S>(
+    api: &Api<K>,
+    name: &str,
+    status: &S,
+    manager: &str,
+) -> Result<K, kube::Error>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
     S: Serialize,
@@ -40,7 +60,7 @@ where
         "kind": K::kind(&()),
         "status": status,
     });
-    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let params = PatchParams::apply(manager).force();
     api.patch_status(name, &params, &Patch::Apply(&body)).await
 }
 

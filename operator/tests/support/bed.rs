@@ -134,10 +134,17 @@ pub async fn bed(setup: Setup) -> Bed {
     let (connections, mut conn_writer) = reflector::store::<DatabaseConnection>();
     let (policies, mut pol_writer) = reflector::store::<AccessPolicy>();
     let (approvals, mut ar_writer) = reflector::store::<ApprovalRequest>();
-    ready(&mut conn_writer, setup.connections);
-    ready(&mut pol_writer, setup.policies);
     ready(&mut ar_writer, vec![]);
     let mut world = World::new(ar_writer);
+    for c in &setup.connections {
+        let key = (
+            c.metadata.namespace.clone().unwrap_or_default(),
+            c.metadata.name.clone().unwrap_or_default(),
+        );
+        world.connections.insert(key, serde_json::to_value(c).unwrap());
+    }
+    ready(&mut conn_writer, setup.connections);
+    ready(&mut pol_writer, setup.policies);
     for p in setup.pods {
         world
             .pods

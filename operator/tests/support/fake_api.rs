@@ -1,7 +1,8 @@
 //! A stand-in for the Kubernetes API server, as a tower service behind a real `kube::Client`: it
 //! answers TokenReviews by verifying real ES256-signed service-account tokens, serves Pods and Secrets
-//! from maps, and keeps ApprovalRequests (create, get, merge-patch of the object and of its status),
-//! mirroring each write into the reflector store the control API reads, as the watch would.
+//! from maps, keeps ApprovalRequests (create, get, merge-patch of the object and of its status),
+//! mirroring each write into the reflector store the control API reads, as the watch would, and takes
+//! patches of DatabaseConnections' status, recording each.
 
 use std::{
     collections::BTreeMap,
@@ -30,6 +31,10 @@ pub struct World {
     pub pods: BTreeMap<(String, String), Pod>,
     pub secrets: BTreeMap<(String, String), Secret>,
     pub approvals: BTreeMap<(String, String), Value>,
+    /// DatabaseConnections, as the API server has them (the test mirrors them into the store).
+    pub connections: BTreeMap<(String, String), Value>,
+    /// Every patch of a DatabaseConnection's status: path and query, and the body.
+    pub status_patches: Vec<(String, Value)>,
     pub approval_writer: Writer<ApprovalRequest>,
     pub state: Option<Arc<ControlState>>,
     pub resource_version: u64,
@@ -226,6 +231,42 @@ pub async fn handle(
                 }
             }
         }
+        (
+            &Method::PATCH,
+            [
+                "apis",
+                "dbward.dev",
+                "v1alpha1",
+                "namespaces",
+                ns,
+                "databaseconnections",
+                name,
+                "status",
+            ],
+        ) => {
+            let patch: Value = serde_json::from_slice(&body).expect("patch json");
+            let at = parts
+                .uri
+                .path_and_query()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            w.status_patches.push((at, patch.clone()));
+            let rv = w.resource_version + 1;
+            match w.connections.get_mut(&((*ns).to_owned(), (*name).to_owned())) {
+                None => status(
+                    404,
+                    "NotFound",
+                    &format!("databaseconnections.dbward.dev \"{name}\" not found"),
+                ),
+                Some(obj) => {
+                    json_patch::merge(obj, &json!({"status": patch["status"]}));
+                    obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+                    let obj = obj.clone();
+                    w.resource_version = rv;
+                    respond(StatusCode::OK, &obj)
+                }
+            }
+        }
         _ => status(
             404,
             "NotFound",
@@ -241,6 +282,8 @@ impl World {
             pods: BTreeMap::new(),
             secrets: BTreeMap::new(),
             approvals: BTreeMap::new(),
+            connections: BTreeMap::new(),
+            status_patches: Vec::new(),
             approval_writer,
             state: None,
             resource_version: 1,

@@ -3,6 +3,7 @@
 
 pub mod file;
 pub mod operator;
+pub mod report;
 pub mod runtime;
 
 pub use file::{ConfigError, FileConfig, load_file, parse_str};

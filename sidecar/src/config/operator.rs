@@ -148,7 +148,7 @@ impl OperatorClient {
         let client = if waits { &self.polls } else { &self.calls };
         let resp = client.send(req, wire::MAX_RESPONSE_BODY).await?;
         let status = resp.status();
-        if status == StatusCode::NOT_MODIFIED {
+        if status == StatusCode::NOT_MODIFIED || status == StatusCode::NO_CONTENT {
             return Ok(None);
         }
         if !status.is_success() {
@@ -233,6 +233,25 @@ impl OperatorClient {
                 "POST /v1/approvals/expire",
                 Method::POST,
                 &path,
+                Some(&body),
+                false,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// `POST /v1/server-version`: the `server_version` the database announced when the sidecar logged
+    /// in for `connection`; the operator shows it as the connection's `status.serverVersion`.
+    pub async fn report_server_version(&self, connection: &str, version: &str) -> Result<(), OperatorError> {
+        let body = wire::ServerVersionReport {
+            connection: connection.to_owned(),
+            server_version: version.to_owned(),
+        };
+        let _: Option<serde::de::IgnoredAny> = self
+            .call(
+                "POST /v1/server-version",
+                Method::POST,
+                "/v1/server-version",
                 Some(&body),
                 false,
             )

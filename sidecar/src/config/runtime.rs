@@ -250,6 +250,7 @@ pub fn build(
             },
             startup_timeout: opts.startup_timeout,
             journal: None,
+            logins: None,
         },
         shutdown_grace: opts.shutdown_grace,
         max_sessions: opts.max_sessions,

@@ -62,6 +62,15 @@ pub struct SessionShared {
     pub startup_timeout: Duration,
     /// The session journal, when the sidecar keeps one.
     pub journal: Option<Arc<Journal>>,
+    /// Told of every successful login to a database.
+    pub logins: Option<Arc<dyn LoginObserver>>,
+}
+
+/// Learns what a database announced when the sidecar logged in to it.
+pub trait LoginObserver: Send + Sync {
+    /// The server of `connection` reported `server_version` (its ParameterStatus) at a login. Called
+    /// on every login: it must return at once.
+    fn server_version(&self, connection: &str, server_version: &str);
 }
 
 /// Why a session could not start; each becomes a FATAL error for the client.
@@ -139,6 +148,9 @@ pub async fn serve(
         application_name,
         settings,
     } = startup;
+    if let (Some(logins), Some(version)) = (&shared.logins, &upstream.facts.server_version) {
+        logins.server_version(&conn.name, version);
+    }
     // The policy engine resolves names through the session's search_path: learn where it starts.
     let search_path = if shared.hooks.is_some() {
         match timeout(

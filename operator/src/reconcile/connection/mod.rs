@@ -1,7 +1,9 @@
 //! The DatabaseConnection reconciler: reads the Secrets the connection references, opens a TCP
 //! connection to `host:port`, looks at the pods that name the connection, and writes
 //! `status.conditions` (CredentialsResolved, Reachable, Ready, PodsWithoutSidecar) and
-//! `status.observedGeneration` — only when they differ from what is stored.
+//! `status.observedGeneration` — only when they differ from what is stored. `status.serverVersion` is
+//! not the reconciler's: sidecars report it to the control API (`control::server_version`), which writes
+//! it under its own field manager; the reconciler never sends it and ignores it when comparing.
 //!
 //! Every connection is checked again every [`ReconcileContext::connection_resync`] (5 minutes), so a
 //! database that goes down or comes back shows within that time. A Secret that is created, changed or
@@ -88,7 +90,7 @@ async fn reconcile_connection(
         pods: seen.as_ref(),
     };
     let status = connection_status(conn, observed, SystemTime::now());
-    if conn.status.as_ref() == Some(&status) {
+    if status::unchanged(conn.status.as_ref(), &status) {
         debug!(namespace, connection = name, "status unchanged");
     } else {
         let api: Api<DatabaseConnection> = Api::namespaced(ctx.client.clone(), namespace);

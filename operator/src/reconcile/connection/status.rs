@@ -68,7 +68,9 @@ pub struct Observed<'a> {
 /// The status to write for `conn`: CredentialsResolved, Reachable, Ready and PodsWithoutSidecar, each
 /// stamped with the object's generation, keeping each condition's `lastTransitionTime` from the current
 /// status when its status did not change. PodsWithoutSidecar does not count towards Ready.
-/// `serverVersion` is left unset: the operator does not log in to the database.
+/// `serverVersion` is left out (`None`, not sent): the operator does not log in to the database; the
+/// sidecars, which do, report the version to the control API, which writes it under its own field
+/// manager (`control::server_version`). Compare with [`unchanged`], which ignores it.
 pub fn connection_status(
     conn: &DatabaseConnection,
     observed: Observed<'_>,
@@ -97,6 +99,19 @@ pub fn connection_status(
         observed_generation: generation,
         server_version: None,
     }
+}
+
+/// Whether `computed` (from [`connection_status`]) says nothing new about `stored`: equal but for
+/// `serverVersion`, which the reconciler neither computes nor writes, so that a reported version does
+/// not make every reconcile write.
+pub fn unchanged(stored: Option<&DatabaseConnectionStatus>, computed: &DatabaseConnectionStatus) -> bool {
+    // Spelled out field by field, so that a field added to the status must be placed here.
+    let DatabaseConnectionStatus {
+        conditions,
+        observed_generation,
+        server_version: _,
+    } = computed;
+    stored.is_some_and(|s| s.conditions == *conditions && s.observed_generation == *observed_generation)
 }
 
 /// Whether the reconciler can probe: the spec's host and port pass validation.

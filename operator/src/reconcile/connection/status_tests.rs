@@ -342,6 +342,47 @@ fn an_unchanged_status_keeps_its_transition_times_and_compares_equal() {
 }
 
 #[test]
+fn a_reported_server_version_is_neither_computed_nor_a_change() {
+    let good = secret(&["username", "password"]);
+    let up = Probe::Connected;
+    let observed = Observed {
+        credentials: Some(&good),
+        probe: Some(&up),
+        ..Observed::default()
+    };
+    let mut conn = connection(false);
+    let first = connection_status(&conn, observed, at(T0));
+    assert!(!unchanged(None, &first), "no status yet: write");
+    assert!(unchanged(Some(&first), &first));
+
+    // A sidecar reported the version: the reconciler still leaves it out, and writes nothing.
+    let mut reported = first.clone();
+    reported.server_version = Some("16.4".into());
+    conn.status = Some(reported.clone());
+    let again = connection_status(&conn, observed, at(T0 + 60));
+    assert_eq!(again.server_version, None);
+    assert!(unchanged(Some(&reported), &again));
+    let sent = serde_json::to_value(&again).unwrap();
+    assert!(sent.get("serverVersion").is_none(), "{sent}");
+
+    // Anything else that changes is still a change.
+    conn.metadata.generation = Some(4);
+    let bumped = connection_status(&conn, observed, at(T0 + 120));
+    assert!(!unchanged(Some(&reported), &bumped));
+    let down = Probe::Unreachable("Connection refused (os error 111)".into());
+    conn.metadata.generation = Some(3);
+    let failed = connection_status(
+        &conn,
+        Observed {
+            probe: Some(&down),
+            ..observed
+        },
+        at(T0 + 180),
+    );
+    assert!(!unchanged(Some(&reported), &failed));
+}
+
+#[test]
 fn ipv6_hosts_are_bracketed_in_messages() {
     let mut conn = connection(false);
     conn.spec.host = "fd00::5".into();

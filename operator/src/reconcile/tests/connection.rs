@@ -61,7 +61,8 @@ fn secret(keys: &[&str]) -> Value {
 async fn a_missing_secret_is_applied_as_credentials_resolved_false() {
     let database = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = database.local_addr().unwrap().port();
-    let conn = connection_json(port, None);
+    // A sidecar has reported the server's version (the control API wrote it under its own manager).
+    let conn = connection_json(port, Some(json!({"serverVersion": "16.4"})));
     let (ctx, mut api) = context();
     let reply = conn.clone();
     let server = tokio::spawn(async move {
@@ -100,6 +101,7 @@ async fn a_missing_secret_is_applied_as_credentials_resolved_false() {
         status["conditions"][1]["message"],
         format!("TCP connection to 127.0.0.1:{port} succeeded (login not attempted)")
     );
+    // Not sent, so server-side apply leaves the reported version to its own field manager.
     assert!(status.get("serverVersion").is_none(), "{status}");
 }
 
@@ -114,6 +116,8 @@ async fn an_unchanged_connection_is_read_but_not_written() {
     };
     let status = json!({
         "observedGeneration": 2,
+        // Reported by a sidecar; the reconciler computes no version, and that is no change.
+        "serverVersion": "16.4 (Debian 16.4-1.pgdg120+1)",
         "conditions": [
             condition("CredentialsResolved", "Resolved",
                       "secret \"orders-db\" has the keys \"username\", \"password\"".into()),
