@@ -304,15 +304,12 @@ fn check_analytics_pod(pod: &Pod, native: bool) {
         &spec(pod).containers[0]
     };
     assert_eq!(sidecar.restart_policy.as_deref(), native.then_some("Always"));
-    assert_eq!(
-        sidecar
-            .args
-            .as_deref()
-            .unwrap_or_default()
-            .last()
-            .map(String::as_str),
-        Some("analytics")
-    );
+    let args = sidecar.args.as_deref().unwrap_or_default();
+    let connections = args
+        .iter()
+        .position(|a| a == "--connections")
+        .and_then(|i| args.get(i + 1));
+    assert_eq!(connections.map(String::as_str), Some("analytics"), "{args:?}");
     let app = env_of(find(&spec(pod).containers, "app"));
     assert_eq!(value(&app, "PGPORT", "app"), "15433");
     assert_eq!(value(&app, "PGDATABASE", "app"), "analytics");
