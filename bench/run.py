@@ -15,7 +15,8 @@ Prints tables with the targets from the issue marked (informational only) and wr
 target/bench/results.json. Benchmarks are not tests: nothing fails on a missed target.
 
 Environment: BENCH_SECONDS (per pgbench run, default 8), BENCH_ROUNDS (default 3), BENCH_SCALE
-(pgbench scale, default 10), BENCH_QUICK=1 (2 s, 1 round), BENCH_SIDECAR (binary; default
+(pgbench scale, default 10), BENCH_QUICK=1 (2 s, 1 round), BENCH_SIDECAR_ARGS (more `run` options, e.g. "--journal none"
+to measure the journal's cost), BENCH_SIDECAR (binary; default
 target/release/dbward-sidecar), DBWARD_PG_BINDIR (PostgreSQL's server binaries).
 Python 3.11, standard library only; run as root (servers then run as the `postgres` OS user) or as an
 ordinary user.
@@ -287,8 +288,9 @@ spec:
 
 
 def sidecar_argv(config: Path) -> list[str]:
+    extra = os.environ.get("BENCH_SIDECAR_ARGS", "").split()
     return [str(sidecar_binary()), "run", "--config", str(config), "--listen", "127.0.0.1",
-            "--shutdown-grace", "1s", "--identity", "bench/runner"]
+            "--shutdown-grace", "1s", "--identity", "bench/runner", *extra]
 
 
 def wait_accepting(port: int, proc: subprocess.Popen, timeout: float = 10) -> float:
