@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::{
     api::core::v1::{Container, EnvVar, Pod, ResourceRequirements},
-    apimachinery::pkg::{api::resource::Quantity, util::intstr::IntOrString},
+    apimachinery::pkg::api::resource::Quantity,
 };
 use serde_json::{Value, json};
 
@@ -56,7 +56,7 @@ pub(super) fn pod_json(inject: &str) -> Value {
 }
 
 /// `mutate_pod` over `pod`, with the patch applied.
-fn inject_with(pod: &Value, settings: &InjectSettings, conns: &[ConnectionTarget]) -> Option<Pod> {
+pub(super) fn inject_with(pod: &Value, settings: &InjectSettings, conns: &[ConnectionTarget]) -> Option<Pod> {
     let typed: Pod = serde_json::from_value(pod.clone()).unwrap();
     let ctx = InjectContext {
         settings,
@@ -69,11 +69,11 @@ fn inject_with(pod: &Value, settings: &InjectSettings, conns: &[ConnectionTarget
     Some(serde_json::from_value(doc).unwrap())
 }
 
-fn inject(pod: &Value, native: bool) -> Pod {
+pub(super) fn inject(pod: &Value, native: bool) -> Pod {
     inject_with(pod, &settings(native), &connections()).expect("the pod is changed")
 }
 
-fn refusal(pod: &Value) -> Refusal {
+pub(super) fn refusal(pod: &Value) -> Refusal {
     let typed: Pod = serde_json::from_value(pod.clone()).unwrap();
     let settings = settings(true);
     let conns = connections();
@@ -85,7 +85,7 @@ fn refusal(pod: &Value) -> Refusal {
     mutate_pod(&typed, &ctx).unwrap_err()
 }
 
-fn init_containers(pod: &Pod) -> &[Container] {
+pub(super) fn init_containers(pod: &Pod) -> &[Container] {
     pod.spec
         .as_ref()
         .unwrap()
@@ -94,7 +94,7 @@ fn init_containers(pod: &Pod) -> &[Container] {
         .unwrap_or_default()
 }
 
-fn containers(pod: &Pod) -> &[Container] {
+pub(super) fn containers(pod: &Pod) -> &[Container] {
     &pod.spec.as_ref().unwrap().containers
 }
 
@@ -102,7 +102,7 @@ fn names(containers: &[Container]) -> Vec<&str> {
     containers.iter().map(|c| c.name.as_str()).collect()
 }
 
-fn find<'a>(containers: &'a [Container], name: &str) -> &'a Container {
+pub(super) fn find<'a>(containers: &'a [Container], name: &str) -> &'a Container {
     containers.iter().find(|c| c.name == name).unwrap()
 }
 
@@ -396,68 +396,6 @@ fn connection_names_are_deduplicated_in_order() {
     let pod = inject(&pod_json("analytics, orders,analytics"), true);
     let sidecar = find(init_containers(&pod), SIDECAR_CONTAINER);
     assert_eq!(sidecar.args.as_deref().unwrap()[4], "analytics,orders");
-}
-
-#[test]
-fn the_sidecar_copies_its_journal_to_stdout_unless_told_not_to() {
-    let args = |s: &InjectSettings| {
-        let pod = inject_with(&pod_json("orders"), s, &connections()).unwrap();
-        find(init_containers(&pod), SIDECAR_CONTAINER)
-            .args
-            .clone()
-            .unwrap()
-    };
-    let mut s = settings(true);
-    assert!(args(&s).iter().any(|a| a == "--journal-stdout"));
-    s.journal_stdout = false;
-    assert!(!args(&s).iter().any(|a| a == "--journal-stdout"));
-}
-
-#[test]
-fn the_sidecar_is_probed_on_its_admin_port_which_apps_may_not_take() {
-    for native in [true, false] {
-        let pod = inject(&pod_json("orders"), native);
-        let sidecar = if native {
-            find(init_containers(&pod), SIDECAR_CONTAINER)
-        } else {
-            find(containers(&pod), SIDECAR_CONTAINER)
-        };
-        let ports = sidecar.ports.as_deref().unwrap();
-        assert_eq!(ports.len(), 1);
-        assert_eq!(ports[0].container_port, 9476);
-        assert_eq!(ports[0].name.as_deref(), Some("dbward-admin"));
-        for probe in [&sidecar.startup_probe, &sidecar.readiness_probe] {
-            let get = probe.as_ref().unwrap().http_get.as_ref().unwrap();
-            assert_eq!(get.path.as_deref(), Some("/readyz"));
-            assert_eq!(get.port, IntOrString::String("dbward-admin".into()));
-        }
-        assert!(
-            sidecar.liveness_probe.is_none(),
-            "a sidecar waiting for the operator is not restarted"
-        );
-    }
-    let mut pod = pod_json("orders");
-    pod["spec"]["containers"][0]["ports"] = json!([{"containerPort": 9476}]);
-    assert_eq!(
-        refusal(&pod),
-        Refusal::AdminPortInUse {
-            container: "app".into(),
-            port: 9476
-        }
-    );
-    let mut off = settings(true);
-    off.admin_port = None;
-    let pod = inject_with(&pod, &off, &connections()).unwrap();
-    let sidecar = find(init_containers(&pod), SIDECAR_CONTAINER);
-    assert!(sidecar.ports.is_none() && sidecar.startup_probe.is_none() && sidecar.readiness_probe.is_none());
-    assert!(
-        !sidecar
-            .args
-            .as_deref()
-            .unwrap()
-            .iter()
-            .any(|a| a.starts_with("--admin"))
-    );
 }
 
 #[test]

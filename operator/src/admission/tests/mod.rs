@@ -7,3 +7,4 @@ mod approval;
 mod egress;
 mod inject;
 mod review;
+mod sidecar;
